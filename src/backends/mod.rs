@@ -1,0 +1,68 @@
+//! Adapters from the engine's [`Backend`] trait to the domain crates, one file per backend.
+//!
+//! Each adapter turns JSON parameters into a domain call and the result into JSON `data`; the
+//! domain crates (`backends/*`) know nothing of JSON or sessions. A backend whose Cargo feature
+//! is off is still registered by [`builtin`], as a stub whose warm-up fails with a message saying
+//! which feature to enable, so the wire format never changes with the build.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::backend::{Backend, CallContext, SessionState};
+use crate::error::{Error, Result};
+use crate::tool::ToolSpec;
+
+pub mod memory;
+
+#[cfg(feature = "bash")]
+pub mod bash;
+#[cfg(feature = "rag")]
+pub mod rag;
+#[cfg(feature = "vm")]
+pub mod vm;
+
+/// The names of the built-in backends.
+pub const BUILTIN: [&str; 3] = ["bash", "vm", "rag"];
+
+/// Makes the built-in backend `name` with its default config.
+pub fn builtin(name: &str, config: &Map<String, Value>) -> Result<Arc<dyn Backend>> {
+    let _ = config;
+    match name {
+        #[cfg(feature = "bash")]
+        "bash" => Ok(Arc::new(bash::BashBackend::new(config.clone())?)),
+        #[cfg(feature = "vm")]
+        "vm" => Ok(Arc::new(vm::VmBackend::new(config.clone())?)),
+        #[cfg(feature = "rag")]
+        "rag" => Ok(Arc::new(rag::RagBackend::new(config.clone())?)),
+        "bash" | "vm" | "rag" => Ok(Arc::new(Disabled(name.to_owned()))),
+        other => Err(Error::Config(format!("unknown backend '{other}': built-in ones are bash, vm, rag"))),
+    }
+}
+
+/// A built-in backend left out of this build.
+struct Disabled(String);
+
+#[async_trait]
+impl Backend for Disabled {
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    fn tools(&self) -> Vec<ToolSpec> {
+        Vec::new()
+    }
+
+    async fn warmup(&self) -> Result<()> {
+        Err(Error::backend(format!("this build has no '{0}' backend: rebuild with `--features {0}`", self.0)))
+    }
+
+    async fn create_session(&self, _config: &Map<String, Value>) -> Result<SessionState> {
+        self.warmup().await.map(|_| unreachable!())
+    }
+
+    async fn call(&self, _: &str, _: Value, _: Option<&mut SessionState>, _: &CallContext<'_>) -> Result<Value> {
+        self.warmup().await.map(|_| unreachable!())
+    }
+}

@@ -1,0 +1,1 @@
+//! The Rust client of the HTTP API (placeholder until the client work lands).

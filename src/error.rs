@@ -1,0 +1,155 @@
+//! The engine's one error type and its stable numeric codes (PROTOCOL.md §2).
+//!
+//! Every failure a caller can see is an [`Error`]; [`Error::code`] is the only place that maps a
+//! variant to its wire code. Mapping codes to HTTP statuses is left to `src/http/`.
+
+use serde_json::{json, Value};
+
+/// Numeric codes of the wire protocol.
+pub mod code {
+    /// Success.
+    pub const SUCCESS: u32 = 0;
+    /// Tool not found, or an ambiguous short name.
+    pub const TOOL_NOT_FOUND: u32 = 1001;
+    /// Parameter error: missing, mistyped or out of range.
+    pub const PARAM: u32 = 1002;
+    /// Session error: no such session, broken, busy.
+    pub const SESSION: u32 = 1003;
+    /// Worker not found.
+    pub const WORKER_NOT_FOUND: u32 = 1004;
+    /// Resource type not found.
+    pub const RESOURCE_NOT_FOUND: u32 = 1005;
+    /// Not permitted: missing or wrong credentials.
+    pub const NOT_PERMITTED: u32 = 1006;
+    /// The backend failed.
+    pub const BACKEND: u32 = 2001;
+    /// Execution timeout.
+    pub const TIMEOUT: u32 = 2002;
+    /// Backend not warmed up or failed to warm up.
+    pub const NOT_WARMED_UP: u32 = 2003;
+    /// A limit was reached.
+    pub const UNAVAILABLE: u32 = 2004;
+    /// A bug: a panic in a tool.
+    pub const INTERNAL: u32 = 5000;
+    /// Configuration error.
+    pub const CONFIG: u32 = 5001;
+    /// The engine is shutting down.
+    pub const SHUTTING_DOWN: u32 = 5002;
+}
+
+/// What went wrong, as the caller sees it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No tool has this name.
+    #[error("tool not found: {0}")]
+    ToolNotFound(String),
+    /// A short name that several tools share.
+    #[error("ambiguous tool name '{name}': use one of {}", candidates.join(", "))]
+    AmbiguousTool {
+        /// The name asked for.
+        name: String,
+        /// The full names it could mean.
+        candidates: Vec<String>,
+    },
+    /// A parameter is missing, mistyped or out of range.
+    #[error("parameter '{field}': {reason}")]
+    Param {
+        /// The offending field.
+        field: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// No such session, a broken one, or one busy past the caller's wait.
+    #[error("{0}")]
+    Session(String),
+    /// No session of this worker.
+    #[error("worker not found: {0}")]
+    WorkerNotFound(String),
+    /// No backend serves this resource type.
+    #[error("resource type not found: {0}")]
+    ResourceNotFound(String),
+    /// Missing or wrong credentials.
+    #[error("{0}")]
+    NotPermitted(String),
+    /// The backend failed; `data` carries what helps the caller act.
+    #[error("{message}")]
+    Backend {
+        /// What failed.
+        message: String,
+        /// Partial results or details.
+        data: Value,
+    },
+    /// The call ran past its timeout; `data` carries the partial output.
+    #[error("{message}")]
+    Timeout {
+        /// What timed out.
+        message: String,
+        /// Partial results.
+        data: Value,
+    },
+    /// A backend could not warm up.
+    #[error("backend '{backend}' is not warmed up: {reason}")]
+    NotWarmedUp {
+        /// The backend.
+        backend: String,
+        /// Why.
+        reason: String,
+    },
+    /// A limit was reached (max sessions, pool empty).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug: a panic in a tool, an invariant broken.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The configuration is wrong.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The engine is shutting down.
+    #[error("service unavailable: shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// A parameter error naming `field`.
+    pub fn param(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Param { field: field.into(), reason: reason.into() }
+    }
+
+    /// A backend failure with no extra data.
+    pub fn backend(message: impl Into<String>) -> Self {
+        Error::Backend { message: message.into(), data: Value::Null }
+    }
+
+    /// The wire code of this error.
+    pub fn code(&self) -> u32 {
+        match self {
+            Error::ToolNotFound(_) | Error::AmbiguousTool { .. } => code::TOOL_NOT_FOUND,
+            Error::Param { .. } => code::PARAM,
+            Error::Session(_) => code::SESSION,
+            Error::WorkerNotFound(_) => code::WORKER_NOT_FOUND,
+            Error::ResourceNotFound(_) => code::RESOURCE_NOT_FOUND,
+            Error::NotPermitted(_) => code::NOT_PERMITTED,
+            Error::Backend { .. } => code::BACKEND,
+            Error::Timeout { .. } => code::TIMEOUT,
+            Error::NotWarmedUp { .. } => code::NOT_WARMED_UP,
+            Error::Unavailable(_) => code::UNAVAILABLE,
+            Error::Internal(_) => code::INTERNAL,
+            Error::Config(_) => code::CONFIG,
+            Error::ShuttingDown => code::SHUTTING_DOWN,
+        }
+    }
+
+    /// The `data` of the error envelope: what helps the caller act.
+    pub fn data(&self) -> Value {
+        match self {
+            Error::AmbiguousTool { candidates, .. } => json!({ "candidates": candidates }),
+            Error::Param { field, reason } => json!({ "field": field, "reason": reason }),
+            Error::Backend { data, .. } | Error::Timeout { data, .. } => data.clone(),
+            _ => Value::Null,
+        }
+    }
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

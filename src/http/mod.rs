@@ -1,0 +1,1 @@
+//! The HTTP facade (placeholder until the http work lands).

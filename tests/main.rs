@@ -1,0 +1,12 @@
+//! The one integration-test binary: a list of modules, one per area (ripgrep's `tests/tests.rs`).
+
+mod engine;
+
+#[cfg(feature = "bash")]
+mod bash;
+#[cfg(feature = "http")]
+mod http;
+#[cfg(feature = "rag")]
+mod rag;
+#[cfg(feature = "vm")]
+mod vm;
