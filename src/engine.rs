@@ -408,7 +408,7 @@ impl Engine {
             let mut guard = match deadline {
                 None => lock.await,
                 Some(d) => tokio::time::timeout_at(d.into(), lock).await.map_err(|_| {
-                    Error::Session(format!("session {} is busy: the call waited past its timeout", session.id))
+                    Error::SessionBusy(format!("session {} is busy: the call waited past its timeout", session.id))
                 })?,
             };
             let Some(state) = guard.as_mut() else {

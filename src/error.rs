@@ -60,9 +60,13 @@ pub enum Error {
         /// What was expected.
         reason: String,
     },
-    /// No such session, a broken one, or one busy past the caller's wait.
+    /// No such session, or a broken one.
     #[error("{0}")]
     Session(String),
+    /// A session that cannot take this call now: busy past the caller's wait, or a program
+    /// still running in it. Same code as [`Error::Session`]; HTTP answers 409 rather than 404.
+    #[error("{0}")]
+    SessionBusy(String),
     /// No session of this worker.
     #[error("worker not found: {0}")]
     WorkerNotFound(String),
@@ -126,7 +130,7 @@ impl Error {
         match self {
             Error::ToolNotFound(_) | Error::AmbiguousTool { .. } => code::TOOL_NOT_FOUND,
             Error::Param { .. } => code::PARAM,
-            Error::Session(_) => code::SESSION,
+            Error::Session(_) | Error::SessionBusy(_) => code::SESSION,
             Error::WorkerNotFound(_) => code::WORKER_NOT_FOUND,
             Error::ResourceNotFound(_) => code::RESOURCE_NOT_FOUND,
             Error::NotPermitted(_) => code::NOT_PERMITTED,
@@ -146,6 +150,7 @@ impl Error {
             Error::AmbiguousTool { candidates, .. } => json!({ "candidates": candidates }),
             Error::Param { field, reason } => json!({ "field": field, "reason": reason }),
             Error::Backend { data, .. } | Error::Timeout { data, .. } => data.clone(),
+            Error::SessionBusy(_) => json!({ "busy": true }),
             _ => Value::Null,
         }
     }

@@ -1,1 +1,379 @@
-//! The HTTP facade (placeholder until the http work lands).
+//! The HTTP facade (feature `http`): the only code that knows HTTP or axum.
+//!
+//! It parses requests, routes them to the [`Engine`], and maps envelope codes to HTTP statuses
+//! (PROTOCOL.md §2, §3). Every endpoint of the user's documents is served, plus the `/api/v1/...`
+//! paths of the original Python client. A malformed body is a 1002 envelope, never a framework
+//! page. Authentication, the body limit, the concurrency limit and the request timeout are one
+//! middleware layer in front of the routes. What a call does is the engine's.
+
+mod compat;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Config;
+use crate::error::{code, Error};
+use crate::protocol::{
+    BatchRequest, CreateSessionRequest, Envelope, ExecuteRequest, SessionRequest, ShutdownRequest, WarmupRequest,
+    WorkerRequest,
+};
+use crate::Engine;
+
+/// How the server guards itself.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// When set, every endpoint but `/health` needs this key (`Authorization: Bearer KEY` or
+    /// `X-API-Key: KEY`).
+    pub api_key: Option<String>,
+    /// Largest request body; a larger one is a 1002 envelope with HTTP 413.
+    pub max_body_bytes: usize,
+    /// Requests served at once; past it, callers wait.
+    pub max_concurrent_requests: usize,
+    /// Longest a request may take before it is answered 2002 with HTTP 504.
+    pub request_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::from(&Config::default())
+    }
+}
+
+impl From<&Config> for Options {
+    fn from(config: &Config) -> Self {
+        let env_key = std::env::var("AGENTFLOW_API_KEY").ok().filter(|k| !k.is_empty());
+        Options {
+            api_key: config.api_key().map(str::to_owned).or(env_key),
+            max_body_bytes: config.server.max_body_bytes,
+            max_concurrent_requests: config.server.max_concurrent_requests.max(1),
+            request_timeout: Duration::from_secs_f64(config.server.request_timeout.max(0.001)),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    engine: Engine,
+    options: Arc<Options>,
+    permits: Arc<Semaphore>,
+    /// Set to true by `/shutdown` once the engine has stopped: the server then stops too.
+    stop: watch::Sender<bool>,
+}
+
+/// The HTTP status for an envelope code (PROTOCOL.md §2).
+pub fn status_of(envelope: &Envelope) -> StatusCode {
+    match envelope.code {
+        code::SUCCESS => StatusCode::OK,
+        code::TOOL_NOT_FOUND | code::WORKER_NOT_FOUND | code::RESOURCE_NOT_FOUND => StatusCode::NOT_FOUND,
+        code::PARAM => StatusCode::BAD_REQUEST,
+        code::SESSION if envelope.data.get("busy") == Some(&Value::Bool(true)) => StatusCode::CONFLICT,
+        code::SESSION => StatusCode::NOT_FOUND,
+        code::NOT_PERMITTED => StatusCode::UNAUTHORIZED,
+        code::BACKEND => StatusCode::BAD_GATEWAY,
+        code::TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
+        code::NOT_WARMED_UP | code::UNAVAILABLE | code::SHUTTING_DOWN => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// An envelope as an HTTP response, with its status.
+struct Reply(Envelope);
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        json_response(status_of(&self.0), &self.0)
+    }
+}
+
+fn error_reply(status: StatusCode, err: Error) -> Response {
+    json_response(status, &Envelope::error(&err).traced(None))
+}
+
+/// A JSON body whose every failure (too large, not JSON, a field missing or mistyped) is a 1002
+/// envelope. An empty body reads as `{}`. The content type is not checked: clients that forget
+/// it still work.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "request body is larger than the server's limit".to_owned()
+            } else {
+                rejection.body_text()
+            };
+            error_reply(status, Error::param("body", reason))
+        })?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        serde_json::from_slice(text)
+            .map(Body)
+            .map_err(|e| error_reply(StatusCode::BAD_REQUEST, Error::param("body", format!("invalid JSON body: {e}"))))
+    }
+}
+
+/// The worker id: the body's, else the `X-Worker-ID` header's.
+fn worker(body: &str, headers: &HeaderMap) -> String {
+    if !body.is_empty() {
+        return body.to_owned();
+    }
+    headers.get("x-worker-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+fn require_worker(body: &str, headers: &HeaderMap) -> Result<String, Response> {
+    let w = worker(body, headers);
+    if w.is_empty() {
+        Err(error_reply(
+            StatusCode::BAD_REQUEST,
+            Error::param("worker_id", "missing (body field or X-Worker-ID header)"),
+        ))
+    } else {
+        Ok(w)
+    }
+}
+
+/// Parses `true/false/True/False/1/0` (and yes/no).
+fn query_bool(query: &HashMap<String, String>, key: &str) -> Result<bool, Response> {
+    match query.get(key).map(|s| s.as_str()) {
+        None => Ok(false),
+        Some("true" | "True" | "TRUE" | "1" | "yes") => Ok(true),
+        Some("false" | "False" | "FALSE" | "0" | "no" | "") => Ok(false),
+        Some(other) => Err(error_reply(
+            StatusCode::BAD_REQUEST,
+            Error::param(key, format!("expected true or false, got '{other}'")),
+        )),
+    }
+}
+
+/// The routes, with the guard layer, over `engine`, with default [`Options`].
+pub fn router(engine: Engine) -> Router {
+    router_with(engine, Options::default()).0
+}
+
+/// The routes over `engine` with `options`, and a receiver that turns true when `/shutdown` has
+/// stopped the engine (so that the server can stop too).
+pub fn router_with(engine: Engine, options: Options) -> (Router, watch::Receiver<bool>) {
+    let (stop, stopped) = watch::channel(false);
+    let state = AppState {
+        engine,
+        permits: Arc::new(Semaphore::new(options.max_concurrent_requests)),
+        options: Arc::new(options),
+        stop,
+    };
+    let limit = state.options.max_body_bytes;
+    let routes = Router::new()
+        .route("/execute", post(execute))
+        .route("/execute/batch", post(execute_batch))
+        .route("/session/create", post(session_create))
+        .route("/session/destroy", post(session_destroy))
+        .route("/session/list", post(session_list))
+        .route("/session/refresh", post(session_refresh))
+        .route("/tools", get(tools))
+        .route("/warmup", post(warmup))
+        .route("/warmup/status", get(warmup_status))
+        .route("/shutdown", post(shutdown))
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    let v1 = Router::new()
+        .route("/execute", post(execute))
+        .route("/execute/batch", post(execute_batch))
+        .route("/session/create", post(session_create))
+        .route("/session/destroy", post(session_destroy))
+        .route("/session/list", post(session_list))
+        .route("/session/refresh", post(session_refresh))
+        .route("/tools", get(compat::tools))
+        .route("/tools/{name}/schema", get(compat::tool_schema))
+        .route("/warmup", post(compat::warmup))
+        .route("/warmup/status", get(compat::warmup_status))
+        .route("/server/shutdown", post(compat::shutdown))
+        .route("/lifecycle/heartbeat", post(compat::heartbeat).get(compat::heartbeat))
+        .route("/lifecycle/status", post(compat::lifecycle_status).get(compat::lifecycle_status))
+        .route("/worker/disconnect", post(compat::disconnect))
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    let router = routes
+        .nest("/api/v1", v1)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state);
+    (router, stopped)
+}
+
+async fn not_found(req: Request) -> Response {
+    error_reply(
+        StatusCode::NOT_FOUND,
+        Error::ToolNotFound(format!("no endpoint {} {}", req.method(), req.uri().path())),
+    )
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).map(str::trim)
+}
+
+/// Authentication, concurrency limit and request timeout, in front of every route.
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let open = path == "/health" || path == "/api/v1/health";
+    if let (Some(key), false) = (&state.options.api_key, open) {
+        let ok = presented_key(req.headers()).is_some_and(|k| constant_time_eq(k.as_bytes(), key.as_bytes()));
+        if !ok {
+            return error_reply(StatusCode::UNAUTHORIZED, Error::NotPermitted("missing or wrong API key".into()));
+        }
+    }
+    let Ok(_permit) = state.permits.clone().acquire_owned().await else {
+        return error_reply(StatusCode::SERVICE_UNAVAILABLE, Error::ShuttingDown);
+    };
+    match tokio::time::timeout(state.options.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => error_reply(
+            StatusCode::GATEWAY_TIMEOUT,
+            Error::Timeout { message: "request exceeded the server's request timeout".into(), data: json!({}) },
+        ),
+    }
+}
+
+async fn execute(State(s): State<AppState>, headers: HeaderMap, Body(mut req): Body<ExecuteRequest>) -> Response {
+    req.worker_id = worker(&req.worker_id, &headers);
+    if req.worker_id.is_empty() {
+        req.worker_id = "default".into();
+    }
+    Reply(s.engine.execute_request(req).await).into_response()
+}
+
+async fn execute_batch(State(s): State<AppState>, headers: HeaderMap, Body(mut req): Body<BatchRequest>) -> Response {
+    req.worker_id = worker(&req.worker_id, &headers);
+    if req.worker_id.is_empty() {
+        req.worker_id = "default".into();
+    }
+    let envelope = s.engine.execute_batch(req).await;
+    let some_ok = envelope.data.get("success_count").and_then(Value::as_u64).unwrap_or(0) > 0;
+    let status = if !envelope.is_ok() && some_ok { StatusCode::MULTI_STATUS } else { status_of(&envelope) };
+    json_response(status, &envelope)
+}
+
+async fn session_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Body(mut req): Body<CreateSessionRequest>,
+) -> Response {
+    req.worker_id = match require_worker(&req.worker_id, &headers) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    Reply(s.engine.create_session(req).await).into_response()
+}
+
+async fn session_destroy(State(s): State<AppState>, headers: HeaderMap, Body(req): Body<SessionRequest>) -> Response {
+    let worker = match require_worker(&req.worker_id, &headers) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let Some(resource) = req.resource_type.filter(|r| !r.is_empty()) else {
+        return error_reply(StatusCode::BAD_REQUEST, Error::param("resource_type", "missing"));
+    };
+    Reply(s.engine.destroy_session(&worker, &resource).await).into_response()
+}
+
+async fn session_list(State(s): State<AppState>, headers: HeaderMap, Body(req): Body<WorkerRequest>) -> Response {
+    match require_worker(&req.worker_id, &headers) {
+        Ok(w) => Reply(s.engine.list_sessions(&w).await).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn session_refresh(State(s): State<AppState>, headers: HeaderMap, Body(req): Body<SessionRequest>) -> Response {
+    match require_worker(&req.worker_id, &headers) {
+        Ok(w) => Reply(s.engine.refresh_sessions(&w, req.resource_type.as_deref()).await).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn tools(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    match query_bool(&q, "include_hidden") {
+        Ok(hidden) => Reply(s.engine.list_tools(hidden)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn warmup(State(s): State<AppState>, Body(req): Body<WarmupRequest>) -> Response {
+    Reply(s.engine.warmup(&req.backends.unwrap_or_default()).await).into_response()
+}
+
+async fn warmup_status(State(s): State<AppState>) -> Response {
+    Reply(s.engine.warmup_status()).into_response()
+}
+
+/// Stops the engine (draining or cancelling calls, destroying sessions), answers, then lets the
+/// server stop.
+async fn shutdown(State(s): State<AppState>, Body(req): Body<ShutdownRequest>) -> Response {
+    let envelope = s.engine.shutdown(req.force, req.cleanup_sessions).await;
+    s.stop.send_replace(true);
+    Reply(envelope).into_response()
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    let mut v = s.engine.overview();
+    v["status"] = json!(if s.engine.is_stopping() { "stopping" } else { "ready" });
+    json_response(StatusCode::OK, &v)
+}
+
+/// Serves `engine` on `listener` until `shutdown` resolves or `/shutdown` is called, then shuts
+/// the engine down (destroying every session) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (router, mut stopped) = router_with(engine.clone(), options);
+    let signal = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = stopped.wait_for(|s| *s) => {}
+        }
+    };
+    axum::serve(listener, router).with_graceful_shutdown(signal).await?;
+    engine.shutdown(false, true).await;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! The `/api/v1/...` paths of the original Python client whose answers differ from the native
+//! endpoints (PROTOCOL.md §3, "Compatibility"): some not enveloped, some shaped otherwise.
+//!
+//! The paths that answer exactly as the native ones are routed to the native handlers in
+//! `mod.rs`; only the reshaping lives here.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use super::{error_reply, json_response, query_bool, require_worker, AppState, Body, Reply};
+use crate::protocol::{ShutdownRequest, WarmupRequest, WorkerRequest};
+
+pub(super) async fn tools(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let hidden = match query_bool(&q, "include_hidden") {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let tools = s.engine.tool_summaries(hidden);
+    json_response(StatusCode::OK, &json!({"count": tools.len(), "tools": tools}))
+}
+
+pub(super) async fn tool_schema(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match s.engine.tool_schema(&name) {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => error_reply(StatusCode::NOT_FOUND, e),
+    }
+}
+
+fn summary(backends: &Map<String, Value>) -> Value {
+    let warmed = backends.values().filter(|b| b["warmed_up"] == Value::Bool(true)).count();
+    json!({"total": backends.len(), "warmed_up": warmed, "pending": backends.len() - warmed})
+}
+
+pub(super) async fn warmup(State(s): State<AppState>, Body(req): Body<WarmupRequest>) -> Response {
+    let envelope = s.engine.warmup(&req.backends.unwrap_or_default()).await;
+    let Some(backends) = envelope.data.get("backends").and_then(Value::as_object) else {
+        return Reply(envelope).into_response();
+    };
+    let results: Map<String, Value> =
+        backends.iter().map(|(k, v)| (k.clone(), json!(v["warmed_up"] == Value::Bool(true)))).collect();
+    let errors: Map<String, Value> =
+        backends.iter().filter_map(|(k, v)| v.get("error").map(|e| (k.clone(), e.clone()))).collect();
+    let mut body = json!({
+        "status": if errors.is_empty() { "success" } else { "partial_error" },
+        "results": results,
+        "summary": summary(backends),
+    });
+    if !errors.is_empty() {
+        body["errors"] = Value::Object(errors);
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+pub(super) async fn warmup_status(State(s): State<AppState>) -> Response {
+    let envelope = s.engine.warmup_status();
+    let backends = envelope.data["backends"].as_object().cloned().unwrap_or_default();
+    let summary = summary(&backends);
+    json_response(StatusCode::OK, &json!({"backends": backends, "summary": summary}))
+}
+
+pub(super) async fn shutdown(State(s): State<AppState>, Body(req): Body<ShutdownRequest>) -> Response {
+    let envelope = s.engine.shutdown(req.force, req.cleanup_sessions).await;
+    s.stop.send_replace(true);
+    let cleaned = envelope.data.get("sessions_cleaned").cloned().unwrap_or(json!(0));
+    json_response(
+        StatusCode::OK,
+        &json!({"status": "success", "message": "Server shutdown initiated", "sessions_cleaned": cleaned}),
+    )
+}
+
+/// The worker id from the body, the header, or the query string.
+fn worker_of(body: &WorkerRequest, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, Response> {
+    let from_query = query.get("worker_id").map(String::as_str).unwrap_or_default();
+    let body_or_query = if body.worker_id.is_empty() { from_query } else { &body.worker_id };
+    require_worker(body_or_query, headers)
+}
+
+pub(super) async fn heartbeat(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    Body(req): Body<WorkerRequest>,
+) -> Response {
+    let worker = match worker_of(&req, &headers, &q) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let status = s.engine.status(&worker);
+    let mut envelope = crate::Envelope::ok(json!({
+        "worker_id": worker,
+        "active_sessions": status.data["active_resources"],
+        "timestamp": crate::protocol::rfc3339(std::time::SystemTime::now()),
+    }));
+    envelope.meta = status.meta;
+    Reply(envelope).into_response()
+}
+
+pub(super) async fn lifecycle_status(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    Body(req): Body<WorkerRequest>,
+) -> Response {
+    match worker_of(&req, &headers, &q) {
+        Ok(w) => Reply(s.engine.status(&w)).into_response(),
+        Err(r) => r,
+    }
+}
+
+pub(super) async fn disconnect(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    Body(req): Body<WorkerRequest>,
+) -> Response {
+    match worker_of(&req, &headers, &q) {
+        Ok(w) => Reply(s.engine.destroy_worker(&w).await).into_response(),
+        Err(r) => r,
+    }
+}
