@@ -1,1 +1,209 @@
-//! Integration tests of the http area.
+//! Integration tests of the HTTP facade: the router through `tower::ServiceExt::oneshot`, one
+//! real socket on 127.0.0.1:0, and the server binary stopped by `/shutdown`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentflow_sandbox::backends::memory::MemoryBackend;
+use agentflow_sandbox::http::{router, router_with, serve, Options};
+use agentflow_sandbox::Engine;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+
+fn engine() -> Engine {
+    Engine::builder()
+        .backend(Arc::new(MemoryBackend::new("mem")))
+        .backend(Arc::new(MemoryBackend::new("kv")))
+        .build()
+        .unwrap()
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = app.clone().oneshot(req.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)));
+    (status, value)
+}
+
+async fn post(app: &axum::Router, uri: &str, body: Value) -> (StatusCode, Value) {
+    call(app, "POST", uri, &body.to_string(), &[("content-type", "application/json")]).await
+}
+
+#[tokio::test]
+async fn execute_answers_the_envelope() {
+    let app = router(engine());
+    let (status, v) =
+        post(&app, "/execute", json!({"worker_id": "w", "action": "mem:echo", "params": {"value": "x"}})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["code"], 0);
+    assert_eq!(v["message"], "success");
+    assert_eq!(v["data"]["value"], "x");
+    for key in ["execution_time_ms", "tool", "resource_type", "session_id", "temporary_session", "trace_id"] {
+        assert!(v["meta"].get(key).is_some(), "meta.{key} missing: {v}");
+    }
+    assert_eq!(v["meta"]["temporary_session"], true);
+}
+
+#[tokio::test]
+async fn bad_requests_get_codes_statuses_and_named_problems() {
+    let app = router(engine());
+    let (status, v) = call(&app, "POST", "/execute", "{not json", &[]).await;
+    assert_eq!((status, v["code"].as_u64()), (StatusCode::BAD_REQUEST, Some(1002)));
+    assert!(v["message"].as_str().unwrap().contains("invalid JSON"), "{v}");
+    let (status, v) = post(&app, "/execute", json!({"worker_id": "w"})).await;
+    assert_eq!((status, v["code"].as_u64()), (StatusCode::BAD_REQUEST, Some(1002)));
+    assert!(v["message"].as_str().unwrap().contains("action"), "{v}");
+    let (status, v) = post(&app, "/execute", json!({"worker_id": "w", "action": "mem:fly"})).await;
+    assert_eq!((status, v["code"].as_u64()), (StatusCode::NOT_FOUND, Some(1001)));
+    let (status, v) = post(&app, "/execute", json!({"worker_id": "w", "action": "noop"})).await;
+    assert_eq!((status, v["code"].as_u64()), (StatusCode::NOT_FOUND, Some(1001)));
+    assert_eq!(v["data"]["candidates"], json!(["mem:noop", "kv:noop"]));
+    let (status, v) =
+        post(&app, "/execute", json!({"worker_id": "w", "action": "mem:push", "params": {"value": "a"}})).await;
+    assert_eq!((status, v["data"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("value")));
+    let (status, v) = post(&app, "/execute", json!({"worker_id": "w", "action": "mem:panic"})).await;
+    assert_eq!((status, v["code"].as_u64()), (StatusCode::INTERNAL_SERVER_ERROR, Some(5000)));
+    let (status, v) = call(&app, "GET", "/no/such/path", "", &[]).await;
+    assert_eq!((status, v["code"].as_u64()), (StatusCode::NOT_FOUND, Some(1001)));
+    let (status, v) = post(&app, "/session/destroy", json!({"worker_id": "w", "resource_type": "mem"})).await;
+    assert_eq!((status, v["code"].as_u64()), (StatusCode::NOT_FOUND, Some(1003)));
+}
+
+#[tokio::test]
+async fn sessions_over_http_with_the_worker_header() {
+    let app = router(engine());
+    let h = [("x-worker-id", "hw"), ("content-type", "application/json")];
+    let (status, v) = call(&app, "POST", "/session/create", r#"{"resource_type":"mem","custom_name":"n"}"#, &h).await;
+    assert_eq!((status, v["data"]["session_name"].as_str()), (StatusCode::OK, Some("n")));
+    let (_, v) = call(&app, "POST", "/api/v1/session/list", "{}", &h).await;
+    assert_eq!(v["data"]["sessions"][0]["resource_type"], "mem");
+    let (_, v) = call(&app, "POST", "/session/refresh", "{}", &h).await;
+    assert_eq!(v["data"]["refreshed"].as_array().unwrap().len(), 1);
+    let (_, v) = call(&app, "POST", "/api/v1/lifecycle/status", "", &h).await;
+    assert_eq!(v["data"]["active_resources"], json!(["mem"]));
+    let (_, v) = call(&app, "POST", "/api/v1/lifecycle/heartbeat", "", &h).await;
+    assert_eq!(v["data"]["active_sessions"], json!(["mem"]));
+    let (_, v) = call(&app, "POST", "/api/v1/worker/disconnect", "", &h).await;
+    assert_eq!(v["data"]["sessions_cleaned"], 1);
+    let (status, v) = post(&app, "/session/create", json!({"resource_type": "mem"})).await;
+    assert_eq!((status, v["data"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("worker_id")));
+}
+
+#[tokio::test]
+async fn batch_partial_failure_is_207() {
+    let app = router(engine());
+    let body = json!({"worker_id": "w", "actions": [{"action": "mem:noop"}, {"action": "mem:fly"}]});
+    let (status, v) = post(&app, "/execute/batch", body).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    assert_eq!((v["code"].as_u64(), v["message"].as_str()), (Some(1001), Some("1 of 2 actions failed")));
+}
+
+#[tokio::test]
+async fn tools_warmup_health_and_compat_shapes() {
+    let app = router(engine());
+    let (_, v) = call(&app, "GET", "/tools", "", &[]).await;
+    assert_eq!(v["code"], 0);
+    assert!(v["data"]["tools"].as_array().unwrap().iter().all(|t| t["name"].as_str().unwrap().contains(':')));
+    let (_, v) = call(&app, "GET", "/api/v1/tools?include_hidden=False", "", &[]).await;
+    let n_visible = v["count"].as_u64().unwrap();
+    assert_eq!(v["tools"][0]["full_name"], "mem:noop");
+    assert_eq!(v["tools"][0]["name"], "noop");
+    let (_, v) = call(&app, "GET", "/api/v1/tools?include_hidden=True", "", &[]).await;
+    assert_eq!(v["count"].as_u64().unwrap(), n_visible + 2);
+    let (status, _) = call(&app, "GET", "/api/v1/tools?include_hidden=maybe", "", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, v) = call(&app, "GET", "/api/v1/tools/mem:push/schema", "", &[]).await;
+    assert_eq!((status, &v["parameters"]["required"]), (StatusCode::OK, &json!(["value"])));
+    let (status, _) = call(&app, "GET", "/api/v1/tools/nope/schema", "", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, v) = call(&app, "GET", "/health", "", &[]).await;
+    assert_eq!(v, json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}));
+    let (_, v) = call(&app, "POST", "/warmup", "", &[]).await;
+    assert_eq!(v["data"]["backends"]["mem"]["warmed_up"], true);
+    let (_, v) = call(&app, "POST", "/api/v1/warmup", r#"{"backends":["kv"]}"#, &[]).await;
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["results"]["kv"], true);
+    let (_, v) = call(&app, "GET", "/api/v1/warmup/status", "", &[]).await;
+    assert_eq!(v["summary"], json!({"total": 2, "warmed_up": 2, "pending": 0}));
+    let (_, v) = call(&app, "GET", "/ready", "", &[]).await;
+    assert_eq!(v["status"], "ready");
+}
+
+#[tokio::test]
+async fn an_api_key_guards_every_endpoint_but_health() {
+    let options = Options { api_key: Some("s3cret".into()), ..Options::default() };
+    let (app, _) = router_with(engine(), options);
+    for (method, uri) in [("POST", "/execute"), ("GET", "/tools"), ("POST", "/api/v1/execute"), ("POST", "/shutdown")] {
+        let (status, v) = call(&app, method, uri, "{}", &[]).await;
+        assert_eq!((status, v["code"].as_u64()), (StatusCode::UNAUTHORIZED, Some(1006)), "{method} {uri}");
+        let (status, _) = call(&app, method, uri, "{}", &[("authorization", "Bearer wrong")]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with a wrong key");
+    }
+    let (status, _) = call(&app, "GET", "/health", "", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let body = r#"{"worker_id":"w","action":"mem:noop"}"#;
+    let (status, _) = call(&app, "POST", "/execute", body, &[("authorization", "Bearer s3cret")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&app, "POST", "/execute", body, &[("x-api-key", "s3cret")]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_with_an_envelope() {
+    let options = Options { max_body_bytes: 1024, ..Options::default() };
+    let (app, _) = router_with(engine(), options);
+    let big = json!({"worker_id": "w", "action": "mem:echo", "params": {"value": "x".repeat(4096)}}).to_string();
+    let (status, v) = call(&app, "POST", "/execute", &big, &[]).await;
+    assert_eq!((status, v["code"].as_u64()), (StatusCode::PAYLOAD_TOO_LARGE, Some(1002)));
+    let (status, _) = post(&app, "/execute", json!({"worker_id": "w", "action": "mem:noop"})).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// One request over a real socket, `Connection: close`; returns status and body.
+async fn raw(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8(response).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_socket_serves_until_shutdown() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let engine = engine();
+    let server = tokio::spawn(serve(listener, engine.clone(), Options::default(), std::future::pending()));
+    let (status, v) = raw(addr, "POST", "/session/create", r#"{"worker_id":"w","resource_type":"mem"}"#).await;
+    assert_eq!((status, v["code"].as_u64()), (200, Some(0)));
+    let (status, v) =
+        raw(addr, "POST", "/execute", r#"{"worker_id":"w","action":"mem:push","params":{"value":4}}"#).await;
+    assert_eq!((status, &v["data"]["values"]), (200, &json!([4])));
+    let (status, v) = raw(addr, "POST", "/api/v1/server/shutdown", "{}").await;
+    assert_eq!((status, v["status"].as_str(), v["sessions_cleaned"].as_u64()), (200, Some("success"), Some(1)));
+    tokio::time::timeout(Duration::from_secs(10), server).await.expect("server stopped").unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port is closed after shutdown");
+}

@@ -4,6 +4,8 @@ mod engine;
 
 #[cfg(feature = "bash")]
 mod bash;
+#[cfg(all(feature = "client", feature = "http"))]
+mod client;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "rag")]

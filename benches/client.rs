@@ -1,0 +1,2 @@
+//! placeholder bench, replaced by the client work.
+fn main() {}

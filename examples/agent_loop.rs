@@ -1,0 +1,2 @@
+//! placeholder example, replaced by the client work.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Integration tests of the Rust client and the Sandbox facade.
