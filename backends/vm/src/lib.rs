@@ -1,1 +1,40 @@
-//! placeholder, filled by the vm backend work
+//! # agentflow-vm
+//!
+//! An X11 desktop you can see and drive, in-process: a [`Desktop`] starts its own Xvfb (or
+//! attaches to a running display), takes screenshots over MIT-SHM, encodes them as PNG, and moves
+//! the mouse and types through XTEST, with no helper process per action. It knows nothing of
+//! sessions, JSON or async; the engine's `vm` adapter (`src/backends/vm.rs` in the root crate)
+//! maps tools onto it and keeps its blocking calls off async worker threads.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `desktop` | the connection, capture, input, and the desktop's lifetime |
+//! | `xvfb` | the private Xvfb process: a race-free display number, stop and reap |
+//! | `keys` | pyautogui key names and characters to X keysyms |
+//! | `keymap` | keycodes for keysyms, spare keycodes for what the keymap lacks |
+//! | `screenshot` | pixel formats to RGB, PNG encoding |
+//!
+//! ```no_run
+//! use agentflow_vm::{Button, Desktop, Key};
+//!
+//! let mut desktop = Desktop::start(1280, 800, 24)?; // a private Xvfb on a free display
+//! desktop.click(Some((640, 400)), Button::Left, 1)?;
+//! desktop.type_text("héllo wörld — 你好 ✓")?; // characters the keymap lacks too
+//! desktop.hotkey(&[Key::parse("ctrl")?, Key::parse("s")?])?;
+//! let shot = desktop.screenshot()?;
+//! std::fs::write("screen.png", &shot.png).unwrap();
+//! drop(desktop); // stops that Xvfb
+//! # Ok::<(), agentflow_vm::Error>(())
+//! ```
+
+mod desktop;
+mod error;
+mod keymap;
+mod keys;
+mod screenshot;
+mod xvfb;
+
+pub use desktop::{Button, Desktop};
+pub use error::{Error, Result};
+pub use keys::Key;
+pub use screenshot::{encode_png, Frame, Screenshot, PNG_LEVEL};

@@ -1,0 +1,184 @@
+//! Pixels as the X server hands them over, and their PNG encoding.
+//!
+//! A [`Frame`] is the screen in the server's own pixel layout (ZPixmap: 16 or 32 bits a pixel,
+//! either byte order, any TrueColor masks); [`Frame::to_rgb`] turns it into packed RGB, with a
+//! fast path for the usual little-endian `BGRX` of depth 24. [`encode_png`] picks the encoder
+//! settings (see [`PNG_LEVEL`]). Getting the pixels from the server is left to `desktop.rs`.
+
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ExtendedColorType, ImageEncoder};
+
+use crate::error::{Error, Result};
+
+/// The zlib level of screenshots. On a 1920×1080 desktop of windows and text, level 1 with
+/// adaptive filtering keeps the PNG near scrot's size (a few hundred KB) at a fraction of its
+/// time; the encoder's "fast" setting is quicker still but three to four times larger, and a
+/// screenshot goes into every LLM request. `benches/vm.rs` measures both.
+pub const PNG_LEVEL: u8 = 1;
+
+/// How the server lays out a pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PixelFormat {
+    /// 16 or 32.
+    pub(crate) bits_per_pixel: u8,
+    /// Bytes of one row, padding included.
+    pub(crate) stride: usize,
+    /// The server's image byte order is most-significant first.
+    pub(crate) big_endian: bool,
+    pub(crate) red_mask: u32,
+    pub(crate) green_mask: u32,
+    pub(crate) blue_mask: u32,
+}
+
+impl PixelFormat {
+    fn is_bgrx(&self) -> bool {
+        self.bits_per_pixel == 32
+            && !self.big_endian
+            && (self.red_mask, self.green_mask, self.blue_mask) == (0xff_0000, 0xff00, 0xff)
+    }
+
+    fn value(&self, px: &[u8]) -> u32 {
+        match (self.bits_per_pixel, self.big_endian) {
+            (16, false) => u32::from(u16::from_le_bytes([px[0], px[1]])),
+            (16, true) => u32::from(u16::from_be_bytes([px[0], px[1]])),
+            (_, false) => u32::from_le_bytes([px[0], px[1], px[2], px[3]]),
+            (_, true) => u32::from_be_bytes([px[0], px[1], px[2], px[3]]),
+        }
+    }
+}
+
+/// One channel of a pixel value, scaled to 8 bits.
+fn channel(value: u32, mask: u32) -> u8 {
+    if mask == 0 {
+        return 0;
+    }
+    let v = (value & mask) >> mask.trailing_zeros();
+    let bits = (mask >> mask.trailing_zeros()).count_ones();
+    if bits >= 8 {
+        (v >> (bits - 8)) as u8
+    } else {
+        // Replicate the high bits into the low ones, so that full scale stays full scale.
+        let v8 = v << (8 - bits);
+        (v8 | (v8 >> bits)) as u8
+    }
+}
+
+/// The screen as the server sent it.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) format: PixelFormat,
+    pub(crate) data: &'a [u8],
+}
+
+impl Frame<'_> {
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// The colour of one pixel, as `[r, g, b]`.
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let bytes = usize::from(self.format.bits_per_pixel / 8);
+        let at = y as usize * self.format.stride + x as usize * bytes;
+        let v = self.format.value(&self.data[at..at + bytes]);
+        let f = &self.format;
+        [channel(v, f.red_mask), channel(v, f.green_mask), channel(v, f.blue_mask)]
+    }
+
+    /// Writes the frame as packed RGB (3 bytes a pixel, no row padding) into `out`, reusing its
+    /// allocation.
+    pub fn to_rgb(&self, out: &mut Vec<u8>) {
+        let (w, h) = (self.width as usize, self.height as usize);
+        out.resize(w * h * 3, 0);
+        let bytes = usize::from(self.format.bits_per_pixel / 8);
+        for (row, dst) in out.chunks_exact_mut(w * 3).enumerate() {
+            let src = &self.data[row * self.format.stride..][..w * bytes];
+            if self.format.is_bgrx() {
+                for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(4)) {
+                    d.copy_from_slice(&[s[2], s[1], s[0]]);
+                }
+            } else {
+                let f = &self.format;
+                for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(bytes)) {
+                    let v = f.value(s);
+                    d.copy_from_slice(&[channel(v, f.red_mask), channel(v, f.green_mask), channel(v, f.blue_mask)]);
+                }
+            }
+        }
+    }
+}
+
+/// A screenshot: PNG bytes and the size they show.
+#[derive(Debug, Clone)]
+pub struct Screenshot {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The PNG file.
+    pub png: Vec<u8>,
+}
+
+/// Encodes packed RGB as PNG at [`PNG_LEVEL`] with adaptive filtering.
+pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
+    let mut png = Vec::with_capacity(rgb.len() / 16);
+    PngEncoder::new_with_quality(&mut png, CompressionType::Level(PNG_LEVEL), FilterType::Adaptive)
+        .write_image(rgb, width, height, ExtendedColorType::Rgb8)
+        .map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(png)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_scale_to_full_range() {
+        assert_eq!(channel(0xf800, 0xf800), 0xff);
+        assert_eq!(channel(0x07e0, 0x07e0), 0xff);
+        assert_eq!(channel(0x0000, 0x001f), 0);
+        assert_eq!(channel(0x12_3456, 0xff_0000), 0x12);
+    }
+
+    #[test]
+    fn bgrx_and_rgb565_frames_convert_to_rgb() {
+        let bgrx = PixelFormat {
+            bits_per_pixel: 32,
+            stride: 8,
+            big_endian: false,
+            red_mask: 0xff_0000,
+            green_mask: 0xff00,
+            blue_mask: 0xff,
+        };
+        let data = [3, 2, 1, 0, 30, 20, 10, 0, 0xff, 0, 0, 0, 0, 0xff, 0, 0];
+        let frame = Frame { width: 2, height: 2, format: bgrx, data: &data };
+        let mut rgb = Vec::new();
+        frame.to_rgb(&mut rgb);
+        assert_eq!(rgb, [1, 2, 3, 10, 20, 30, 0, 0, 0xff, 0, 0xff, 0]);
+        assert_eq!(frame.pixel(1, 0), [10, 20, 30]);
+
+        // 16 bits, rows padded to 4 bytes: one red pixel, then a pad.
+        let rgb565 =
+            PixelFormat { bits_per_pixel: 16, stride: 4, big_endian: false, red_mask: 0xf800, green_mask: 0x7e0, blue_mask: 0x1f };
+        let data = [0x00, 0xf8, 0xaa, 0xaa];
+        let frame = Frame { width: 1, height: 1, format: rgb565, data: &data };
+        frame.to_rgb(&mut rgb);
+        assert_eq!(rgb, [0xff, 0, 0]);
+    }
+
+    #[test]
+    fn png_round_trips() {
+        let rgb: Vec<u8> = (0..32 * 16 * 3).map(|i| (i % 251) as u8).collect();
+        let png = encode_png(&rgb, 32, 16).unwrap();
+        let back = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap().to_rgb8();
+        assert_eq!((back.width(), back.height()), (32, 16));
+        assert_eq!(back.into_raw(), rgb);
+    }
+}

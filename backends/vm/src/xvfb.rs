@@ -1,0 +1,209 @@
+//! A private Xvfb server: started on a display number it picks itself, stopped with its owner.
+//!
+//! The display number comes from Xvfb's `-displayfd`: the server binds the first free display
+//! and writes its number to a pipe once it accepts connections, so two servers started at once
+//! never race for a number and nobody polls for a socket. Stopping is SIGTERM (Xvfb removes its
+//! socket and lock file), then SIGKILL after a grace, then a wait, so no zombie and no stale
+//! `/tmp/.X*-lock` is left. What runs on the display is left to [`Desktop`](crate::Desktop).
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// How long Xvfb may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long Xvfb may take to exit on SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How much of Xvfb's stderr is kept to explain a failure.
+const STDERR_TAIL: usize = 2048;
+
+/// A running Xvfb, stopped on [`Xvfb::stop`] or on drop.
+#[derive(Debug)]
+pub(crate) struct Xvfb {
+    child: Child,
+    display: String,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    drain: Option<JoinHandle<()>>,
+    stopped: bool,
+}
+
+impl Xvfb {
+    /// Starts `Xvfb` with one screen of `width`×`height`×`depth` on a free display.
+    pub(crate) fn start(width: u32, height: u32, depth: u8) -> Result<Xvfb> {
+        let (read_end, write_end) = pipe()?;
+        let write_fd = write_end.as_raw_fd();
+        let mut command = Command::new("Xvfb");
+        command
+            .arg("-displayfd")
+            .arg(write_fd.to_string())
+            .arg("-screen")
+            .arg("0")
+            .arg(format!("{width}x{height}x{depth}"))
+            .args(["-nolisten", "tcp", "-noreset", "+extension", "MIT-SHM", "+extension", "XTEST"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the child between fork and exec and only calls fcntl, which
+        // is async-signal-safe. The pipe is made close-on-exec so that no other child spawned
+        // meanwhile inherits it; only this child clears the flag on its own copy.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(write_fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| Error::Start(format!("cannot run Xvfb: {e}")))?;
+        drop(write_end);
+
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let drain = child.stderr.take().map(|mut pipe| {
+            let tail = stderr.clone();
+            std::thread::Builder::new()
+                .name("xvfb-stderr".into())
+                .spawn(move || {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                        let mut tail = tail.lock();
+                        tail.extend_from_slice(&buf[..n]);
+                        let excess = tail.len().saturating_sub(STDERR_TAIL);
+                        tail.drain(..excess);
+                    }
+                })
+                .expect("spawn the xvfb stderr thread")
+        });
+        let mut xvfb = Xvfb { child, display: String::new(), stderr, drain, stopped: false };
+        match read_display_number(read_end, Instant::now() + READY_TIMEOUT) {
+            Ok(n) => {
+                xvfb.display = format!(":{n}");
+                Ok(xvfb)
+            }
+            Err(reason) => {
+                let status = xvfb.child.try_wait().ok().flatten();
+                xvfb.stop();
+                let said = xvfb.stderr_tail();
+                let mut message = reason;
+                if let Some(status) = status {
+                    message.push_str(&format!(" (Xvfb {status})"));
+                }
+                if !said.is_empty() {
+                    message.push_str(&format!(": {said}"));
+                }
+                Err(Error::Start(message))
+            }
+        }
+    }
+
+    /// The display it serves, e.g. `:3`.
+    pub(crate) fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How the server ended, if it has.
+    pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last lines Xvfb printed, for error messages.
+    pub(crate) fn stderr_tail(&self) -> String {
+        let tail = self.stderr.lock();
+        let text = String::from_utf8_lossy(&tail);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines[lines.len().saturating_sub(3)..].join(" | ")
+    }
+
+    /// Stops the server and reaps it: SIGTERM, SIGKILL after a grace, wait. Idempotent.
+    pub(crate) fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        if self.child.try_wait().ok().flatten().is_none() {
+            let pid = self.child.id() as libc::pid_t;
+            // SAFETY: plain syscall on our own child, which is not reaped yet, so the pid is ours.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + STOP_GRACE;
+            while self.child.try_wait().ok().flatten().is_none() {
+                if Instant::now() >= deadline {
+                    let _ = self.child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let _ = self.child.wait();
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(Error::Start(format!("cannot make a pipe: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads the display number Xvfb writes to `-displayfd`, up to `deadline`.
+fn read_display_number(fd: OwnedFd, deadline: Instant) -> std::result::Result<u32, String> {
+    let mut file = std::fs::File::from(fd);
+    let mut text = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("not ready after {}s", READY_TIMEOUT.as_secs()));
+        }
+        let mut poll = libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut poll, 1, ms) };
+        if ready < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("cannot wait for Xvfb: {err}"));
+        }
+        if ready == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 16];
+        match file.read(&mut buf) {
+            Ok(0) => return Err("Xvfb exited before it was ready".into()),
+            Ok(n) => {
+                text.extend_from_slice(&buf[..n]);
+                if text.contains(&b'\n') {
+                    let s = String::from_utf8_lossy(&text);
+                    return s.trim().parse().map_err(|_| format!("Xvfb wrote '{}' as its display", s.trim()));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read Xvfb's display number: {e}")),
+        }
+    }
+}
