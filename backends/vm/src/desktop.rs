@@ -505,7 +505,16 @@ impl Desktop {
 
     fn explain(&mut self, e: Error) -> Error {
         if let Error::DisplayGone { display, reason } = e {
-            let exited = self.server.as_mut().and_then(Xvfb::exit_status);
+            // The socket closes a moment before the dying server can be reaped: wait for it.
+            let deadline = Instant::now() + std::time::Duration::from_millis(500);
+            let mut exited = None;
+            while let Some(server) = self.server.as_mut() {
+                exited = server.exit_status();
+                if exited.is_some() || Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             let reason = match (exited, &self.server) {
                 (Some(status), Some(server)) => {
                     let said = server.stderr_tail();

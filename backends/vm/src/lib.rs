@@ -34,6 +34,9 @@ mod keys;
 mod screenshot;
 mod xvfb;
 
+#[cfg(test)]
+mod tests;
+
 pub use desktop::{Button, Desktop};
 pub use error::{Error, Result};
 pub use keys::Key;

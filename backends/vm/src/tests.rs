@@ -1,0 +1,153 @@
+//! Tests of [`Desktop`] on real Xvfb servers, checked with independent X clients (`xsetroot`,
+//! `xdotool`, `xmodmap`, `xdpyinfo`). Tests of the engine's tools are in the root crate's
+//! `tests/vm.rs`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Button, Desktop, Error, Key};
+
+/// Runs an X client on `display` and returns its stdout; panics (loudly naming the package) if it
+/// is missing or fails.
+fn x_client(display: &str, program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .env("DISPLAY", display)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (install x11-utils, x11-xserver-utils, xdotool): {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn process_exists(pid: u32) -> bool {
+    // Signal 0 checks for the process; a reaped child is gone (ESRCH).
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// A display someone else runs: a bare Xvfb started by the test.
+struct Foreign {
+    child: std::process::Child,
+    display: String,
+}
+
+impl Foreign {
+    fn start() -> Foreign {
+        // The bare Xvfb: its number comes from -displayfd on stdout.
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", "640x480x24", "-nolisten", "tcp"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb (package xvfb)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        Foreign { child, display: format!(":{}", line.trim()) }
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn screenshot_shows_the_root_colour_at_the_screen_size_and_dropping_stops_xvfb() {
+    let mut desktop = Desktop::start(320, 200, 24).unwrap();
+    assert!(desktop.shared_memory(), "a local Xvfb shares memory");
+    x_client(desktop.display(), "xsetroot", &["-solid", "#ff0000"]);
+    let frame = desktop.capture().unwrap();
+    assert_eq!((frame.width(), frame.height()), (320, 200));
+    let mut rgb = Vec::new();
+    frame.to_rgb(&mut rgb);
+    assert!(rgb.chunks(3).all(|p| p == [255, 0, 0]), "every pixel is red");
+    let shot = desktop.screenshot().unwrap();
+    let decoded = image::load_from_memory(&shot.png).unwrap().to_rgb8();
+    assert_eq!(decoded.dimensions(), (320, 200));
+    assert_eq!(decoded.get_pixel(319, 199).0, [255, 0, 0]);
+
+    let pid = desktop.server_pid().unwrap();
+    let display = desktop.display().to_owned();
+    assert!(process_exists(pid));
+    drop(desktop);
+    assert!(!process_exists(pid), "Xvfb {pid} is stopped and reaped");
+    let lock = format!("/tmp/.X{}-lock", &display[1..]);
+    assert!(!std::path::Path::new(&lock).exists(), "{lock} is removed");
+}
+
+#[test]
+fn a_16_bit_screen_reads_as_rgb() {
+    let mut desktop = Desktop::start(64, 48, 16).unwrap();
+    assert_eq!(desktop.depth(), 16);
+    x_client(desktop.display(), "xsetroot", &["-solid", "#00ff00"]);
+    let frame = desktop.capture().unwrap();
+    assert_eq!(frame.pixel(63, 47), [0, 255, 0]);
+}
+
+#[test]
+fn the_pointer_goes_where_it_is_sent() {
+    let mut desktop = Desktop::start(640, 480, 24).unwrap();
+    desktop.move_to(123, 321).unwrap();
+    let seen = x_client(desktop.display(), "xdotool", &["getmouselocation", "--shell"]);
+    assert!(seen.contains("X=123\n") && seen.contains("Y=321\n"), "{seen}");
+    assert_eq!(desktop.pointer().unwrap(), (123, 321));
+    desktop.drag((10, 10), (600, 400)).unwrap();
+    assert_eq!(desktop.pointer().unwrap(), (600, 400));
+    match desktop.move_to(640, 0) {
+        Err(Error::OutOfScreen { x: 640, y: 0, width: 640, height: 480 }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_attached_display_is_left_running_with_its_keymap_restored() {
+    let foreign = Foreign::start();
+    let keymap_before = x_client(&foreign.display, "xmodmap", &["-pke"]);
+    let mut desktop = Desktop::attach(&foreign.display).unwrap();
+    assert_eq!(desktop.server_pid(), None);
+    assert_eq!(desktop.size(), (640, 480));
+    desktop.type_text("é✓").unwrap();
+    let keymap_during = x_client(&foreign.display, "xmodmap", &["-pke"]);
+    assert!(keymap_during.contains("eacute"), "é is bound while the desktop lives");
+    desktop.mouse_down(Button::Left).unwrap();
+    desktop.key_down(Key::parse("shift").unwrap()).unwrap();
+    drop(desktop);
+    x_client(&foreign.display, "xdpyinfo", &[]);
+    assert_eq!(x_client(&foreign.display, "xmodmap", &["-pke"]), keymap_before, "bindings undone");
+    let buttons = x_client(&foreign.display, "xdotool", &["getmouselocation", "--shell"]);
+    assert!(buttons.contains("SCREEN=0"), "{buttons}");
+}
+
+#[test]
+fn a_dead_server_is_reported_as_a_gone_display() {
+    let mut desktop = Desktop::start(64, 48, 24).unwrap();
+    let pid = desktop.server_pid().unwrap();
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let err = loop {
+        match desktop.move_to(1, 1) {
+            Err(e) => break e,
+            Ok(()) if Instant::now() < deadline => continue,
+            Ok(()) => panic!("the display still answers"),
+        }
+    };
+    let display = desktop.display().to_owned();
+    match err {
+        Error::DisplayGone { display: d, reason } => {
+            assert_eq!(d, display);
+            assert!(reason.contains("Xvfb") && reason.contains("signal"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(desktop.screenshot(), Err(Error::DisplayGone { .. })));
+}
+
+#[test]
+fn two_desktops_start_at_once_on_different_displays() {
+    let a = std::thread::spawn(|| Desktop::start(64, 48, 24).unwrap());
+    let b = std::thread::spawn(|| Desktop::start(64, 48, 24).unwrap());
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert_ne!(a.display(), b.display());
+}
