@@ -1,0 +1,538 @@
+//! The [`Index`]: a BM25 full-text index over tantivy with the fields `id`, `title` and
+//! `content` (English analysis with stemming), built from a JSONL corpus, kept in RAM or in a
+//! directory that is reopened without re-indexing while it is current for its corpus, and open
+//! to additions while it serves searches.
+//!
+//! It knows nothing of sessions, JSON parameters or async runtimes: every method blocks, and the
+//! caller decides on which thread. Reading the corpus format is [`crate::corpus`]'s.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING};
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+
+use crate::corpus::{CorpusReader, CorpusStamp, Document};
+use crate::error::{Error, Result};
+
+/// The analyzer of `title` and `content`: words, lowercased, English Snowball stems.
+const ANALYZER: &str = "en_stem";
+
+/// The smallest indexing memory tantivy accepts per indexing thread.
+pub const MIN_WRITER_MEMORY: usize = 15_000_000;
+
+/// How an index is opened or built.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the index lives on disk; `None` keeps it in RAM.
+    pub index_dir: Option<PathBuf>,
+    /// Memory for indexing, in bytes, shared by the indexing threads (at least
+    /// [`MIN_WRITER_MEMORY`]; one thread per `MIN_WRITER_MEMORY`, up to the number of cores).
+    pub writer_memory: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { index_dir: None, writer_memory: 256 << 20 }
+    }
+}
+
+/// How the index came to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// A new, empty index (no corpus, no index on disk).
+    Empty,
+    /// Built from the corpus now.
+    Built {
+        /// Documents read from the corpus.
+        documents: u64,
+        /// Time the build took.
+        seconds: f64,
+    },
+    /// An index on disk, opened as it was (current for its corpus, or with no corpus given).
+    Reopened,
+}
+
+/// A search hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The document's id.
+    pub id: String,
+    /// Its title, empty when it has none.
+    pub title: String,
+    /// Its text.
+    pub content: String,
+    /// Its BM25 score for the query.
+    pub score: f32,
+}
+
+/// What [`Index::add`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Added {
+    /// The ids of the documents added, in order (given or assigned).
+    pub ids: Vec<String>,
+    /// Documents in the index now.
+    pub total: u64,
+}
+
+/// Figures about the index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// Searchable documents.
+    pub documents: u64,
+    /// Segments (a search visits each).
+    pub segments: usize,
+    /// Size of the index files.
+    pub index_bytes: u64,
+    /// How the index came to be.
+    pub origin: Origin,
+    /// The corpus it was loaded from, if any.
+    pub corpus: Option<PathBuf>,
+    /// Where it lives on disk, if it does.
+    pub index_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    id: Field,
+    title: Field,
+    content: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let text = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default().set_tokenizer(ANALYZER).set_index_option(IndexRecordOption::WithFreqs),
+        )
+        .set_stored();
+    let id = builder.add_text_field("id", STRING | STORED);
+    let title = builder.add_text_field("title", text.clone());
+    let content = builder.add_text_field("content", text);
+    (builder.build(), Fields { id, title, content })
+}
+
+/// A searchable document collection. See the module documentation.
+pub struct Index {
+    index: tantivy::Index,
+    reader: IndexReader,
+    fields: Fields,
+    analyzer: TextAnalyzer,
+    /// Made on the first [`Index::add`]; holds the directory's lock while it lives.
+    writer: Mutex<Option<IndexWriter>>,
+    options: Options,
+    origin: Origin,
+    corpus: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("index_dir", &self.options.index_dir)
+            .field("corpus", &self.corpus)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Index {
+    /// Opens the index in `options.index_dir` (creating an empty one if the directory is empty or
+    /// missing), or an empty index in RAM.
+    pub fn open(options: &Options) -> Result<Index> {
+        check_memory(options.writer_memory)?;
+        let (index, existed) = match &options.index_dir {
+            None => (tantivy::Index::create_in_ram(schema().0), false),
+            Some(dir) => open_dir(dir)?,
+        };
+        let origin = if existed { Origin::Reopened } else { Origin::Empty };
+        Index::assemble(index, options.clone(), origin, None)
+    }
+
+    /// Loads the JSONL corpus at `corpus`: reopens `options.index_dir` as it is when it was built
+    /// from this very corpus file (same path, size and modification time), otherwise builds the
+    /// index from the corpus, streaming it, and saves it there. A bad line stops the load with
+    /// [`Error::Corpus`] and leaves nothing half-loaded visible. Setting `cancel` stops it with
+    /// [`Error::Cancelled`].
+    pub fn load(corpus: &Path, options: &Options, cancel: &AtomicBool) -> Result<Index> {
+        check_memory(options.writer_memory)?;
+        let stamp = CorpusStamp::of(corpus)?;
+        let index = match &options.index_dir {
+            None => tantivy::Index::create_in_ram(schema().0),
+            Some(dir) => {
+                let (index, existed) = open_dir(dir)?;
+                if existed && CorpusStamp::saved(dir).as_ref() == Some(&stamp) {
+                    return Index::assemble(index, options.clone(), Origin::Reopened, Some(stamp.corpus));
+                }
+                CorpusStamp::remove(dir)?;
+                index
+            }
+        };
+        let start = Instant::now();
+        let documents = build(&index, corpus, options.writer_memory, cancel)?;
+        if let Some(dir) = &options.index_dir {
+            stamp.save(dir)?;
+        }
+        let origin = Origin::Built { documents, seconds: start.elapsed().as_secs_f64() };
+        Index::assemble(index, options.clone(), origin, Some(stamp.corpus))
+    }
+
+    fn assemble(index: tantivy::Index, options: Options, origin: Origin, corpus: Option<PathBuf>) -> Result<Index> {
+        let (_, fields) = schema();
+        let analyzer = index
+            .tokenizers()
+            .get(ANALYZER)
+            .ok_or_else(|| tantivy::TantivyError::InvalidArgument(format!("no '{ANALYZER}' tokenizer")))?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(Index { index, reader, fields, analyzer, writer: Mutex::new(None), options, origin, corpus })
+    }
+
+    /// The best `top_k` documents for `query`, best first, with their BM25 scores. A query with
+    /// no matching document gives an empty list; a blank one is [`Error::EmptyQuery`].
+    pub fn search(&self, query: &str, top_k: usize) -> Result<Vec<Hit>> {
+        self.search_in(&self.reader.searcher(), query, top_k)
+    }
+
+    /// [`Index::search`] for each query, in parallel over the cores, on one snapshot of the index.
+    pub fn batch_search<Q: AsRef<str> + Sync>(&self, queries: &[Q], top_k: usize) -> Result<Vec<Vec<Hit>>> {
+        let searcher = self.reader.searcher();
+        queries.par_iter().map(|q| self.search_in(&searcher, q.as_ref(), top_k)).collect()
+    }
+
+    fn search_in(&self, searcher: &Searcher, query: &str, top_k: usize) -> Result<Vec<Hit>> {
+        if query.trim().is_empty() {
+            return Err(Error::EmptyQuery);
+        }
+        let query = self.query(query);
+        if top_k == 0 || query.clauses().is_empty() {
+            return Ok(Vec::new());
+        }
+        let top = searcher.search(&query, &TopDocs::with_limit(top_k).order_by_score())?;
+        top.into_iter()
+            .map(|(score, address)| {
+                let doc: TantivyDocument = searcher.doc(address)?;
+                let text = |field| doc.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                Ok(Hit {
+                    id: text(self.fields.id),
+                    title: text(self.fields.title),
+                    content: text(self.fields.content),
+                    score,
+                })
+            })
+            .collect()
+    }
+
+    /// Every word of the query, analysed as the documents are, looked up in the title and the
+    /// content; a document's score is the sum of its BM25 scores for each.
+    fn query(&self, text: &str) -> BooleanQuery {
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(text);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        while let Some(token) = stream.next() {
+            for field in [self.fields.title, self.fields.content] {
+                let term = Term::from_field_text(field, &token.text);
+                clauses.push((Occur::Should, Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs))));
+            }
+        }
+        BooleanQuery::new(clauses)
+    }
+
+    /// Adds documents, replacing any with the same id, and commits: they are searchable when this
+    /// returns, and durable when the index is on disk. A document without an id gets the next free
+    /// number. Searches keep running meanwhile; additions are serialised.
+    pub fn add(&self, documents: Vec<Document>) -> Result<Added> {
+        let mut guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = match guard.as_mut() {
+            Some(w) => w,
+            None => guard.insert(writer(&self.index, self.options.writer_memory)?),
+        };
+        let searcher = self.reader.searcher();
+        let mut next = searcher.num_docs();
+        let mut ids = Vec::with_capacity(documents.len());
+        let mut taken = std::collections::HashSet::new();
+        for (position, doc) in documents.iter().enumerate() {
+            let id = match &doc.id {
+                Some(id) if id.is_empty() => return Err(Error::Document { position, reason: "empty id".into() }),
+                Some(id) => id.clone(),
+                None => loop {
+                    next += 1;
+                    let candidate = next.to_string();
+                    let term = Term::from_field_text(self.fields.id, &candidate);
+                    if !taken.contains(&candidate) && searcher.doc_freq(&term)? == 0 {
+                        break candidate;
+                    }
+                },
+            };
+            taken.insert(id.clone());
+            ids.push(id);
+        }
+        let result = (|| -> Result<()> {
+            for (doc, id) in documents.into_iter().zip(&ids) {
+                writer.delete_term(Term::from_field_text(self.fields.id, id));
+                writer.add_document(self.document(id, doc.title.as_deref(), &doc.content))?;
+            }
+            writer.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = writer.rollback();
+            return Err(e);
+        }
+        self.reader.reload()?;
+        Ok(Added { ids, total: self.reader.searcher().num_docs() })
+    }
+
+    fn document(&self, id: &str, title: Option<&str>, content: &str) -> TantivyDocument {
+        document(self.fields, id, title, content)
+    }
+
+    /// Figures about the index as searches see it now.
+    pub fn stats(&self) -> Result<Stats> {
+        let searcher = self.reader.searcher();
+        let usage = searcher.space_usage().map_err(|e| Error::Tantivy(e.into()))?;
+        Ok(Stats {
+            documents: searcher.num_docs(),
+            segments: searcher.segment_readers().len(),
+            index_bytes: usage.total().get_bytes(),
+            origin: self.origin.clone(),
+            corpus: self.corpus.clone(),
+            index_dir: self.options.index_dir.clone(),
+        })
+    }
+
+    /// Documents searchable now.
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Whether no document is searchable.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn document(fields: Fields, id: &str, title: Option<&str>, content: &str) -> TantivyDocument {
+    let mut doc = TantivyDocument::new();
+    doc.add_text(fields.id, id);
+    if let Some(title) = title {
+        doc.add_text(fields.title, title);
+    }
+    doc.add_text(fields.content, content);
+    doc
+}
+
+fn check_memory(bytes: usize) -> Result<()> {
+    if bytes < MIN_WRITER_MEMORY {
+        return Err(Error::Tantivy(tantivy::TantivyError::InvalidArgument(format!(
+            "writer memory {bytes} is below the minimum {MIN_WRITER_MEMORY} bytes"
+        ))));
+    }
+    Ok(())
+}
+
+/// A writer with one indexing thread per [`MIN_WRITER_MEMORY`] of `memory`, up to the cores.
+fn writer(index: &tantivy::Index, memory: usize) -> Result<IndexWriter> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(memory / MIN_WRITER_MEMORY).clamp(1, 8);
+    // Tantivy caps a thread's arena just under 4 GiB.
+    let memory = memory.min(threads * (4000 << 20));
+    Ok(index.writer_with_num_threads(threads, memory)?)
+}
+
+/// Opens the index in `dir`, or creates one there if `dir` is missing or empty. Says whether an
+/// index was there.
+fn open_dir(dir: &Path) -> Result<(tantivy::Index, bool)> {
+    let bad = |reason: String| Error::IndexDir { path: dir.to_owned(), reason };
+    if dir.join("meta.json").exists() {
+        let index = tantivy::Index::open_in_dir(dir)?;
+        let ours = serde_json::to_value(schema().0).ok();
+        if serde_json::to_value(index.schema()).ok() != ours {
+            return Err(bad("it holds an index with other fields: remove it, or choose another directory".into()));
+        }
+        return Ok((index, true));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    if entries.any(|e| e.map_or(true, |e| e.file_name() != crate::corpus::STAMP_FILE)) {
+        return Err(bad("it is not empty and holds no index: choose an empty or new directory".into()));
+    }
+    Ok((tantivy::Index::create_in_dir(dir, schema().0)?, false))
+}
+
+/// Streams the corpus into `index` (replacing what it held) and commits; nothing is committed if
+/// a line is bad or the load is cancelled. Answers the number of documents read.
+fn build(index: &tantivy::Index, corpus: &Path, memory: usize, cancel: &AtomicBool) -> Result<u64> {
+    let (_, fields) = schema();
+    let mut writer = writer(index, memory)?;
+    writer.delete_all_documents()?;
+    let mut documents = 0u64;
+    let mut number = String::new();
+    for item in CorpusReader::open(corpus)? {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        let (line, doc) = item?;
+        let id = match &doc.id {
+            Some(id) => id.as_str(),
+            None => {
+                number.clear();
+                number.push_str(&line.to_string());
+                &number
+            }
+        };
+        writer.add_document(document(fields, id, doc.title.as_deref(), &doc.content))?;
+        documents += 1;
+    }
+    writer.commit()?;
+    writer.wait_merging_threads()?;
+    Ok(documents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A directory removed when the test ends.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(what: &str) -> Scratch {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("agentflow-rag-{what}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write_corpus(path: &Path, lines: &[&str]) {
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    const NOT_CANCELLED: AtomicBool = AtomicBool::new(false);
+
+    #[test]
+    fn shipped_corpus_loads_and_answers() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/agentflow-docs.jsonl"));
+        let lines = std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.trim().is_empty()).count();
+        let index = Index::load(path, &Options::default(), &NOT_CANCELLED).unwrap();
+        assert_eq!(index.len(), lines as u64);
+        assert!(lines >= 20, "the shipped corpus has only {lines} passages");
+        let hits = index.search("how large is a screenshot PNG and how fast is it encoded", 3).unwrap();
+        assert!(hits[0].id.starts_with("backends-"), "{hits:?}");
+        assert!(hits[0].content.contains("screenshot"), "{hits:?}");
+        let hits = index.search("error codes", 3).unwrap();
+        assert!(hits.iter().any(|h| h.content.contains("| 1002 |")), "{hits:?}");
+    }
+
+    #[test]
+    fn reopens_a_current_index_and_rebuilds_a_stale_one() {
+        let scratch = Scratch::new("reopen");
+        let corpus = scratch.0.join("corpus.jsonl");
+        write_corpus(&corpus, &[r#"{"id": "a", "contents": "red apples"}"#, r#"{"contents": "green pears"}"#]);
+        let options = Options { index_dir: Some(scratch.0.join("index")), ..Options::default() };
+
+        let first = Index::load(&corpus, &options, &NOT_CANCELLED).unwrap();
+        assert!(matches!(first.stats().unwrap().origin, Origin::Built { documents: 2, .. }));
+        assert_eq!(first.search("pear", 5).unwrap()[0].id, "2", "a missing id is the line number");
+        first.add(vec![Document { id: Some("added".into()), title: None, content: "yellow bananas".into() }]).unwrap();
+        drop(first);
+
+        let second = Index::load(&corpus, &options, &NOT_CANCELLED).unwrap();
+        assert_eq!(second.stats().unwrap().origin, Origin::Reopened);
+        assert_eq!(second.search("banana", 5).unwrap()[0].id, "added", "added documents are durable");
+        drop(second);
+
+        write_corpus(&corpus, &[r#"{"id": "b", "contents": "blue plums"}"#]);
+        let third = Index::load(&corpus, &options, &NOT_CANCELLED).unwrap();
+        assert!(matches!(third.stats().unwrap().origin, Origin::Built { documents: 1, .. }));
+        assert_eq!(third.len(), 1, "a rebuild replaces what the directory held");
+        assert!(third.search("apple", 5).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_bad_line_leaves_nothing_committed() {
+        let scratch = Scratch::new("bad");
+        let corpus = scratch.0.join("corpus.jsonl");
+        write_corpus(&corpus, &[r#"{"contents": "one"}"#, r#"{"contents": "two"}"#, r#"{"id": "x"}"#]);
+        let options = Options { index_dir: Some(scratch.0.join("index")), ..Options::default() };
+        match Index::load(&corpus, &options, &NOT_CANCELLED) {
+            Err(Error::Corpus { line: 3, .. }) => {}
+            other => panic!("expected a corpus error on line 3, got {other:?}"),
+        }
+        let reopened = Index::open(&options).unwrap();
+        assert_eq!(reopened.len(), 0);
+        assert!(CorpusStamp::saved(&scratch.0.join("index")).is_none());
+    }
+
+    #[test]
+    fn refuses_a_directory_that_is_not_an_index() {
+        let scratch = Scratch::new("foreign");
+        std::fs::write(scratch.0.join("notes.txt"), "mine").unwrap();
+        let options = Options { index_dir: Some(scratch.0.clone()), ..Options::default() };
+        assert!(matches!(Index::open(&options), Err(Error::IndexDir { .. })));
+        assert_eq!(std::fs::read_to_string(scratch.0.join("notes.txt")).unwrap(), "mine");
+    }
+
+    #[test]
+    fn cancelling_stops_the_load() {
+        let scratch = Scratch::new("cancel");
+        let corpus = scratch.0.join("corpus.jsonl");
+        write_corpus(&corpus, &[r#"{"contents": "one"}"#]);
+        let cancel = AtomicBool::new(true);
+        assert!(matches!(Index::load(&corpus, &Options::default(), &cancel), Err(Error::Cancelled)));
+    }
+
+    #[test]
+    fn added_documents_replace_by_id_and_get_free_ids() {
+        let index = Index::open(&Options::default()).unwrap();
+        let doc =
+            |id: Option<&str>, content: &str| Document { id: id.map(Into::into), title: None, content: content.into() };
+        let added = index.add(vec![doc(Some("2"), "alpha"), doc(None, "beta"), doc(None, "gamma")]).unwrap();
+        assert_eq!(added.ids, ["2", "1", "3"]);
+        assert_eq!(added.total, 3);
+        let added = index.add(vec![doc(Some("2"), "delta")]).unwrap();
+        assert_eq!(added.total, 3, "same id: replaced, not duplicated");
+        assert!(index.search("alpha", 5).unwrap().is_empty());
+        assert_eq!(index.search("delta", 5).unwrap()[0].id, "2");
+        assert!(matches!(index.add(vec![doc(Some(""), "x")]), Err(Error::Document { position: 0, .. })));
+        assert!(matches!(index.search("  \t", 5), Err(Error::EmptyQuery)));
+        assert!(index.search("?!", 5).unwrap().is_empty(), "no words: no match, not an error");
+    }
+
+    #[test]
+    fn stems_and_ranks_by_bm25() {
+        let index = Index::open(&Options::default()).unwrap();
+        let doc = |id: &str, title: Option<&str>, content: &str| Document {
+            id: Some(id.into()),
+            title: title.map(Into::into),
+            content: content.into(),
+        };
+        index
+            .add(vec![
+                doc("idx", Some("Inverted index"), "An index maps each term to the documents that contain it."),
+                doc("run", None, "The runner was running a long run."),
+                doc("other", None, "Nothing to see here."),
+            ])
+            .unwrap();
+        assert_eq!(index.search("indexes", 5).unwrap()[0].id, "idx");
+        assert_eq!(index.search("runs", 5).unwrap()[0].id, "run");
+        let hits = index.batch_search(&["indexing terms", "running", "absent words"], 5).unwrap();
+        assert_eq!(hits[0][0].id, "idx");
+        assert_eq!(hits[1][0].id, "run");
+        assert!(hits[2].is_empty());
+    }
+}
