@@ -1,1 +1,64 @@
-//! placeholder, filled by the bash backend work
+//! # agentflow-bash
+//!
+//! A persistent `bash` on a real pseudo-terminal that no command can wedge: the [`Shell`].
+//! Each call comes back, at its timeout at the latest, with the command's real exit code, its
+//! working directory and its output cleaned (no echo, prompts, escape sequences or carriage-return
+//! rewrites; valid UTF-8) and bounded (head and tail kept); the shell is in step for the next one.
+//!
+//! This crate owns the shell process, its terminal, its threads and its process tree. It knows
+//! nothing of sessions, JSON, tool names or HTTP: the `agentflow-sandbox` engine adapts it in
+//! `src/backends/bash.rs`. Linux only (it reads `/proc`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use agentflow_bash::{OnTimeout, Shell, ShellConfig};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let mut shell = Shell::spawn(ShellConfig::default()).await?;
+//! let t = Duration::from_secs(5);
+//! shell.run("cd /tmp && export GREETING=hi", t, OnTimeout::Interrupt).await?;
+//! let out = shell.run("echo $GREETING from $PWD; false", t, OnTimeout::Interrupt).await?;
+//! assert_eq!((out.output.as_str(), out.exit_code), ("hi from /tmp\n", Some(1)));
+//! let slow = shell.run("sleep 100", Duration::from_secs(1), OnTimeout::Interrupt).await?;
+//! assert_eq!((slow.timed_out, slow.exit_code), (true, Some(130)));
+//! shell.close().await;
+//! # Ok::<(), agentflow_bash::Error>(()) }).unwrap();
+//! ```
+
+mod process;
+mod shell;
+mod transcript;
+
+pub use shell::{Exit, OnTimeout, Outcome, Shell, ShellConfig, INTERRUPT_GRACE, SETTLE};
+
+/// What can go wrong with a shell.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The shell could not be started or set up.
+    #[error("cannot start the shell: {0}")]
+    Spawn(String),
+    /// A command kept running at its timeout still runs: write to it or interrupt it.
+    #[error("a command is still running: write to it or interrupt it")]
+    Busy,
+    /// Input was given but no command is running.
+    #[error("no command is running")]
+    Idle,
+    /// The shell died during the call; `partial` is what it showed before.
+    #[error("{reason}")]
+    Exited {
+        /// What happened.
+        reason: String,
+        /// The output up to its death, and its exit status as `exit_code`.
+        partial: Box<Outcome>,
+    },
+    /// The shell is dead (an earlier call said so): start a new one.
+    #[error("the shell has exited: start a new one")]
+    Closed,
+    /// Reading or writing the terminal failed.
+    #[error("terminal i/o failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

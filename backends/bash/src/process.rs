@@ -1,0 +1,145 @@
+//! The processes a shell started, found in `/proc`, and how they are ended.
+//!
+//! The shell is a session leader (portable-pty calls `setsid`), so everything it starts shares
+//! its session id, even after being orphaned; what called `setsid` itself is still found through
+//! the parent links while they last. Ending a tree kills the shell's descendants while the shell
+//! is still alive, so that it reaps them (no zombie is left to an init that may not reap), then
+//! the shell itself, whose reaping is left to the waiter thread in `shell.rs`. Linux only.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// One line of `/proc/<pid>/stat`, the fields used here.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stat {
+    pub pid: i32,
+    pub ppid: i32,
+    pub session: i32,
+    pub zombie: bool,
+}
+
+/// Reads `/proc/<pid>/stat`; `None` when the process is gone.
+pub(crate) fn stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain anything: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let _pgrp = fields.next()?;
+    let session = fields.next()?.parse().ok()?;
+    Some(Stat { pid, ppid, session, zombie: state == "Z" || state == "X" })
+}
+
+/// Every process of the system, as far as `/proc` shows them.
+fn all() -> Vec<Stat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).filter_map(stat).collect()
+}
+
+/// The processes started under `root` (not `root` itself): members of its session and
+/// descendants through parent links.
+pub(crate) fn descendants(root: i32) -> Vec<Stat> {
+    let procs = all();
+    let mut inside: HashSet<i32> = procs.iter().filter(|p| p.session == root).map(|p| p.pid).collect();
+    inside.insert(root);
+    // Parent links: repeat until no process joins (a tree is at most as deep as it is large).
+    loop {
+        let before = inside.len();
+        for p in &procs {
+            if inside.contains(&p.ppid) {
+                inside.insert(p.pid);
+            }
+        }
+        if inside.len() == before {
+            break;
+        }
+    }
+    procs.into_iter().filter(|p| p.pid != root && inside.contains(&p.pid)).collect()
+}
+
+fn signal(pid: i32, sig: libc::c_int) {
+    if pid > 1 {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Ends the shell `root` and everything it started; blocks for at most about `patience`.
+///
+/// Descendants are killed first while the shell can still reap them; then the shell. Returns
+/// when no descendant is left alive (zombies of another parent are not waited for).
+pub(crate) fn kill_tree(root: i32, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    // Stop first so that nothing forks between the scan and the kill, then kill.
+    for _ in 0..3 {
+        let procs = descendants(root);
+        if procs.is_empty() {
+            break;
+        }
+        for p in &procs {
+            signal(p.pid, libc::SIGSTOP);
+        }
+        for p in &procs {
+            signal(p.pid, libc::SIGKILL);
+        }
+    }
+    // Let the shell reap its children before it goes (an init may not reap orphans).
+    while Instant::now() < deadline {
+        let left = descendants(root);
+        if left.iter().all(|p| p.zombie && p.ppid != root) {
+            break;
+        }
+        for p in left.iter().filter(|p| !p.zombie) {
+            signal(p.pid, libc::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    signal(root, libc::SIGKILL);
+    // Whatever forked in the meantime.
+    for p in descendants(root) {
+        signal(p.pid, libc::SIGKILL);
+    }
+}
+
+/// Kills the shell and everything it started at once, without waiting: for `Drop`.
+pub(crate) fn kill_tree_now(root: i32) {
+    let procs = descendants(root);
+    for p in &procs {
+        signal(p.pid, libc::SIGKILL);
+    }
+    signal(root, libc::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_stat() {
+        let me = stat(std::process::id() as i32).expect("this process is in /proc");
+        assert_eq!(me.pid, std::process::id() as i32);
+        assert!(!me.zombie);
+        assert!(stat(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn finds_and_kills_a_tree() {
+        // A session leader with a child and a grandchild, as a shell would have.
+        let mut child = std::process::Command::new("setsid")
+            .args(["bash", "-c", "sleep 300 & (sleep 301 &); wait"])
+            .spawn()
+            .expect("setsid and bash are installed");
+        let root = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // `setsid` execs bash in place when it is not a group leader (it is not, under cargo).
+        while descendants(root).iter().filter(|p| !p.zombie).count() < 2 {
+            assert!(Instant::now() < deadline, "the tree did not start: {:?}", descendants(root));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        kill_tree(root, Duration::from_secs(2));
+        child.wait().expect("the shell is reaped");
+        let left: Vec<_> = descendants(root).into_iter().filter(|p| !p.zombie).collect();
+        assert!(left.is_empty(), "left alive: {left:?}");
+    }
+}

@@ -1,0 +1,546 @@
+//! What a terminal showed, as text an agent can read: the [`Transcript`] of one shell.
+//!
+//! It owns the byte-level work on the PTY's output: terminal escape sequences are removed (and
+//! the end-of-command marker, an OSC sequence carrying a per-command nonce, is recognised among
+//! them), UTF-8 is decoded across chunk boundaries (invalid bytes become U+FFFD), carriage-return
+//! and backspace rewrites of a line are applied, and output beyond the limit keeps its head and
+//! its tail with a line saying how much was left out, in memory bounded by the limit whatever is
+//! fed. It knows nothing of processes, threads or time: `shell.rs` feeds it and reads it.
+
+/// OSC number of the end-of-command marker: `ESC ] 697 ; <nonce> ; <status> ; <cwd> BEL`.
+pub(crate) const MARKER_OSC: &str = "697";
+
+/// Longest line kept editable; a longer one is committed as it is (no more CR rewrites of it).
+const MAX_LINE_CHARS: usize = 4096;
+/// Longest escape sequence payload kept; a longer one is dropped (it cannot be a marker).
+const MAX_SEQUENCE: usize = 4096;
+
+/// The end of a command, as the shell reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finished {
+    /// What the command printed, already bounded.
+    pub text: String,
+    /// Whether some of it was left out.
+    pub truncated: bool,
+    /// The command's `$?`.
+    pub status: i32,
+    /// The shell's `$PWD` after it.
+    pub cwd: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Ground,
+    /// After ESC.
+    Escape,
+    /// After ESC and an intermediate byte (`(`, `#`, …): one more byte ends it.
+    EscapeIntermediate,
+    /// Control sequence: ESC [ params final.
+    Csi,
+    /// Operating system command: ESC ] payload (BEL | ESC \).
+    Osc,
+    /// DCS, SOS, PM, APC: ESC P|X|^|_ payload ST; the payload is dropped.
+    Opaque,
+}
+
+/// Text bounded to a limit: the first half is kept as it comes, then a sliding tail.
+#[derive(Debug)]
+struct Bounded {
+    limit: usize,
+    head: String,
+    /// Raw UTF-8 bytes of the tail; may start inside a character once bytes were elided.
+    tail: Vec<u8>,
+    elided: u64,
+}
+
+impl Bounded {
+    fn new(limit: usize) -> Self {
+        Bounded { limit, head: String::new(), tail: Vec::new(), elided: 0 }
+    }
+
+    fn head_cap(&self) -> usize {
+        self.limit - self.limit / 2
+    }
+
+    fn tail_cap(&self) -> usize {
+        self.limit / 2
+    }
+
+    fn push(&mut self, s: &str) {
+        let mut s = s;
+        if self.tail.is_empty() && self.elided == 0 {
+            let room = self.head_cap().saturating_sub(self.head.len());
+            if s.len() <= room {
+                self.head.push_str(s);
+                return;
+            }
+            let mut cut = room;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.head.push_str(&s[..cut]);
+            s = &s[cut..];
+        }
+        let cap = self.tail_cap();
+        if s.len() >= cap {
+            // Everything held so far and the front of `s` fall out of the tail.
+            self.elided += (self.tail.len() + s.len() - cap) as u64;
+            self.tail.clear();
+            self.tail.extend_from_slice(&s.as_bytes()[s.len() - cap..]);
+            return;
+        }
+        self.tail.extend_from_slice(s.as_bytes());
+        // Amortised: slide only when the buffer holds twice what it keeps.
+        if self.tail.len() > cap.max(1) * 2 {
+            let excess = self.tail.len() - cap;
+            self.tail.drain(..excess);
+            self.elided += excess as u64;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.tail.is_empty()
+    }
+
+    /// The text, with the elision line if anything was left out; resets to empty.
+    fn take(&mut self) -> (String, bool) {
+        let cap = self.tail_cap();
+        if self.tail.len() > cap {
+            let excess = self.tail.len() - cap;
+            self.tail.drain(..excess);
+            self.elided += excess as u64;
+        }
+        // A tail that starts inside a character drops the partial character.
+        let skip = self.tail.iter().take_while(|&&b| (b & 0xC0) == 0x80).count();
+        self.elided += if self.elided > 0 { skip as u64 } else { 0 };
+        let tail = if self.elided > 0 { &self.tail[skip..] } else { &self.tail[..] };
+        let tail = String::from_utf8_lossy(tail);
+        let mut out = std::mem::take(&mut self.head);
+        let truncated = self.elided > 0;
+        if truncated {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&format!("[... {} bytes of output left out ...]\n", self.elided));
+        }
+        out.push_str(&tail);
+        self.tail = Vec::new();
+        self.elided = 0;
+        (out, truncated)
+    }
+}
+
+/// The text a terminal shows, built from its raw output. See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Transcript {
+    out: Bounded,
+    /// The line being written, editable by CR, BS and erase-line.
+    line: Vec<char>,
+    col: usize,
+    state: State,
+    /// Bytes of the escape sequence being read (CSI parameters, OSC payload).
+    seq: Vec<u8>,
+    /// Whether the previous byte was ESC inside an OSC or opaque string (a possible ST).
+    seq_escape: bool,
+    utf8: [u8; 4],
+    utf8_len: usize,
+    utf8_need: usize,
+    /// `697;<nonce>;`: the payload prefix of the marker being waited for.
+    expected: Option<Vec<u8>>,
+    finished: Option<Finished>,
+    /// Bytes fed in all; lets a waiter see that output arrived.
+    fed: u64,
+    /// Reused to commit a line.
+    scratch: String,
+}
+
+impl Transcript {
+    /// An empty transcript that keeps at most about `limit` bytes of output (at least 64).
+    pub(crate) fn new(limit: usize) -> Self {
+        Transcript {
+            out: Bounded::new(limit.max(64)),
+            line: Vec::new(),
+            col: 0,
+            state: State::Ground,
+            seq: Vec::new(),
+            seq_escape: false,
+            utf8: [0; 4],
+            utf8_len: 0,
+            utf8_need: 0,
+            expected: None,
+            finished: None,
+            fed: 0,
+            scratch: String::new(),
+        }
+    }
+
+    /// Starts a command: forgets earlier output and waits for the marker carrying `nonce`.
+    pub(crate) fn begin(&mut self, nonce: &str) {
+        self.out.take();
+        self.line.clear();
+        self.col = 0;
+        self.finished = None;
+        self.expected = Some(format!("{MARKER_OSC};{nonce};").into_bytes());
+    }
+
+    /// Bytes fed so far.
+    pub(crate) fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    /// Whether the awaited marker has arrived.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.is_some()
+    }
+
+    /// The finished command, once; the marker is then no longer awaited.
+    pub(crate) fn take_finished(&mut self) -> Option<Finished> {
+        let f = self.finished.take();
+        if f.is_some() {
+            self.expected = None;
+        }
+        f
+    }
+
+    /// The output since the last take, including the line being written.
+    pub(crate) fn take_output(&mut self) -> (String, bool) {
+        self.commit_line(false);
+        self.out.take()
+    }
+
+    /// Feeds raw terminal output.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        self.fed += bytes.len() as u64;
+        let mut i = 0;
+        while i < bytes.len() {
+            // Fast path: whole lines of printable ASCII (ending in LF or CR LF) go straight out.
+            if self.state == State::Ground && self.utf8_need == 0 && self.line.is_empty() {
+                let rest = &bytes[i..];
+                let (mut j, mut end) = (0, 0);
+                while j < rest.len() {
+                    match rest[j] {
+                        0x20..=0x7e => j += 1,
+                        b'\n' => {
+                            j += 1;
+                            end = j;
+                        }
+                        b'\r' if rest.get(j + 1) == Some(&b'\n') => {
+                            j += 2;
+                            end = j;
+                        }
+                        _ => break,
+                    }
+                }
+                if end > 0 {
+                    let mut s = std::mem::take(&mut self.scratch);
+                    s.clear();
+                    s.extend(rest[..end].iter().filter(|&&b| b != b'\r').map(|&b| char::from(b)));
+                    self.out.push(&s);
+                    self.scratch = s;
+                    i += end;
+                    continue;
+                }
+            }
+            // Printable ASCII appended at the end of the line, CR LF ending it.
+            if self.state == State::Ground && self.utf8_need == 0 && self.col == self.line.len() {
+                let rest = &bytes[i..];
+                let run = rest.iter().position(|b| !(0x20..=0x7e).contains(b)).unwrap_or(rest.len());
+                if run > 0 && self.line.len() + run <= MAX_LINE_CHARS {
+                    self.line.extend(rest[..run].iter().map(|&b| char::from(b)));
+                    self.col += run;
+                    i += run;
+                    continue;
+                }
+                if rest.starts_with(b"\r\n") {
+                    self.commit_line(true);
+                    i += 2;
+                    continue;
+                }
+            }
+            self.byte(bytes[i]);
+            i += 1;
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        match self.state {
+            State::Ground => self.ground(b),
+            State::Escape => {
+                self.state = match b {
+                    b'[' => State::Csi,
+                    b']' => State::Osc,
+                    b'P' | b'X' | b'^' | b'_' => State::Opaque,
+                    b' '..=b'/' => State::EscapeIntermediate,
+                    0x1b => State::Escape,
+                    _ => State::Ground,
+                };
+                self.seq.clear();
+                self.seq_escape = false;
+            }
+            State::EscapeIntermediate => {
+                self.state = if b == 0x1b { State::Escape } else { State::Ground };
+            }
+            State::Csi => match b {
+                0x40..=0x7e => {
+                    self.state = State::Ground;
+                    self.csi(b);
+                }
+                0x1b => self.state = State::Escape,
+                0x18 | 0x1a => self.state = State::Ground,
+                _ => {
+                    if self.seq.len() < MAX_SEQUENCE {
+                        self.seq.push(b);
+                    }
+                }
+            },
+            State::Osc | State::Opaque => {
+                if self.seq_escape {
+                    self.seq_escape = false;
+                    if b == b'\\' {
+                        self.end_string();
+                        return;
+                    }
+                    // ESC followed by anything else aborts the string and starts a new sequence.
+                    self.state = State::Escape;
+                    self.byte(b);
+                    return;
+                }
+                match b {
+                    0x07 => self.end_string(),
+                    0x1b => self.seq_escape = true,
+                    0x18 | 0x1a => self.state = State::Ground,
+                    _ => {
+                        if self.state == State::Osc {
+                            if self.seq.len() < MAX_SEQUENCE {
+                                self.seq.push(b);
+                            } else {
+                                // Too long to be a marker: drop it and what follows of it.
+                                self.state = State::Opaque;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn ground(&mut self, b: u8) {
+        if self.utf8_need > 0 {
+            if (b & 0xC0) == 0x80 {
+                self.utf8[self.utf8_len] = b;
+                self.utf8_len += 1;
+                if self.utf8_len == self.utf8_need {
+                    self.utf8_need = 0;
+                    let c = std::str::from_utf8(&self.utf8[..self.utf8_len])
+                        .ok()
+                        .and_then(|s| s.chars().next())
+                        .unwrap_or('\u{FFFD}');
+                    self.put(c);
+                }
+                return;
+            }
+            // A sequence cut short: one replacement character, then the byte on its own.
+            self.utf8_need = 0;
+            self.put('\u{FFFD}');
+        }
+        match b {
+            0x20..=0x7e => self.put(b as char),
+            b'\n' => self.commit_line(true),
+            b'\r' => self.col = 0,
+            0x08 => self.col = self.col.saturating_sub(1),
+            b'\t' => self.put('\t'),
+            0x1b => self.state = State::Escape,
+            0x00..=0x1f | 0x7f => {}
+            0xC2..=0xDF => self.start_utf8(b, 2),
+            0xE0..=0xEF => self.start_utf8(b, 3),
+            0xF0..=0xF4 => self.start_utf8(b, 4),
+            _ => self.put('\u{FFFD}'),
+        }
+    }
+
+    fn start_utf8(&mut self, b: u8, need: usize) {
+        self.utf8[0] = b;
+        self.utf8_len = 1;
+        self.utf8_need = need;
+    }
+
+    fn put(&mut self, c: char) {
+        if self.col < self.line.len() {
+            self.line[self.col] = c;
+        } else {
+            if self.line.len() >= MAX_LINE_CHARS {
+                self.commit_line(false);
+            }
+            self.line.push(c);
+        }
+        self.col += 1;
+    }
+
+    fn commit_line(&mut self, newline: bool) {
+        if !self.line.is_empty() || newline {
+            let mut s = std::mem::take(&mut self.scratch);
+            s.clear();
+            s.extend(self.line.iter());
+            if newline {
+                s.push('\n');
+            }
+            self.out.push(&s);
+            self.scratch = s;
+        }
+        self.line.clear();
+        self.col = 0;
+    }
+
+    fn csi(&mut self, last: u8) {
+        let private = self.seq.first().is_some_and(|b| matches!(b, b'?' | b'>' | b'<' | b'='));
+        if private {
+            return;
+        }
+        let n = std::str::from_utf8(&self.seq).ok().and_then(|s| s.split(';').next()?.parse::<usize>().ok());
+        match last {
+            // Erase in line: 0 (default) to the end, 1 to the start, 2 all.
+            b'K' => match n.unwrap_or(0) {
+                0 => self.line.truncate(self.col),
+                1 => {
+                    let upto = self.col.min(self.line.len());
+                    self.line[..upto].iter_mut().for_each(|c| *c = ' ');
+                }
+                _ => self.line.clear(),
+            },
+            // Cursor back, forward, to a column.
+            b'D' => self.col = self.col.saturating_sub(n.unwrap_or(1).max(1)),
+            b'C' => {
+                let to = (self.col + n.unwrap_or(1).max(1)).min(MAX_LINE_CHARS);
+                while self.line.len() < to {
+                    self.line.push(' ');
+                }
+                self.col = to;
+            }
+            b'G' => self.col = n.unwrap_or(1).max(1).min(MAX_LINE_CHARS) - 1,
+            _ => {}
+        }
+    }
+
+    fn end_string(&mut self) {
+        let was_osc = self.state == State::Osc;
+        self.state = State::Ground;
+        if !was_osc {
+            return;
+        }
+        let Some(prefix) = &self.expected else { return };
+        if self.finished.is_some() || !self.seq.starts_with(prefix) {
+            return;
+        }
+        let rest = String::from_utf8_lossy(&self.seq[prefix.len()..]).into_owned();
+        let (status, cwd) = rest.split_once(';').unwrap_or((rest.as_str(), ""));
+        let status = status.trim().parse::<i32>().unwrap_or(-1);
+        let (text, truncated) = self.take_output();
+        self.finished = Some(Finished { text, truncated, status, cwd: cwd.to_owned() });
+    }
+
+    /// Whether no output is pending.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.out.is_empty() && self.line.is_empty()
+    }
+
+    /// Bytes held for output, whatever was fed: the bound the module promises.
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
+        self.out.head.capacity() + self.out.tail.capacity() + self.line.capacity() * 4 + self.seq.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker(nonce: &str, status: i32, cwd: &str) -> Vec<u8> {
+        format!("\x1b]{MARKER_OSC};{nonce};{status};{cwd}\x07").into_bytes()
+    }
+
+    fn run(limit: usize, chunks: &[&[u8]]) -> Finished {
+        let mut t = Transcript::new(limit);
+        t.begin("n1");
+        for c in chunks {
+            t.feed(c);
+        }
+        t.feed(&marker("n1", 0, "/"));
+        t.take_finished().expect("the marker ends the command")
+    }
+
+    #[test]
+    fn strips_escapes_and_carriage_returns() {
+        let f = run(1 << 20, &[b"\x1b[1;31mred\x1b[0m\r\n", b"10%\r20%\r30%\r\n", b"\x1b]0;title\x07ok\r\n"]);
+        assert_eq!(f.text, "red\n30%\nok\n");
+        let f = run(1 << 20, &[b"abcdef\rxy\r\n", b"progress 1\r\x1b[Kdone\r\n", b"ab\x08\x08cd\n"]);
+        assert_eq!(f.text, "xycdef\ndone\ncd\n");
+    }
+
+    #[test]
+    fn decodes_utf8_split_across_chunks() {
+        let bytes = "é€😀".as_bytes();
+        let chunks: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(run(1 << 20, &chunks).text, "é€😀");
+        assert_eq!(run(1 << 20, &[b"a\xffb\xe2\x82c"]).text, "a\u{FFFD}b\u{FFFD}c");
+    }
+
+    #[test]
+    fn marker_needs_the_nonce() {
+        let mut t = Transcript::new(1 << 20);
+        t.begin("right");
+        t.feed(&marker("wrong", 0, "/"));
+        t.feed(b"still running\n");
+        assert!(!t.is_finished());
+        let m = marker("right", 3, "/tmp/a;b");
+        let (a, b) = m.split_at(7);
+        t.feed(a);
+        assert!(!t.is_finished());
+        t.feed(b);
+        let f = t.take_finished().unwrap();
+        assert_eq!((f.text.as_str(), f.status, f.cwd.as_str()), ("still running\n", 3, "/tmp/a;b"));
+        // Once taken, the same marker again is nothing.
+        t.feed(&marker("right", 0, "/"));
+        assert!(!t.is_finished());
+    }
+
+    #[test]
+    fn garbage_cannot_swallow_the_marker() {
+        let f = run(1 << 20, &[b"x\xe2", b"\x1b]unterminated", b"\x1b[12", b"\x1bP", b"dropped"]);
+        assert_eq!(f.text, "x\u{FFFD}");
+    }
+
+    #[test]
+    fn keeps_head_and_tail_in_bounded_memory() {
+        let mut t = Transcript::new(1000);
+        t.begin("n");
+        // Chunks of the reader thread's size.
+        let chunk = "y\n".repeat(8 * 1024);
+        let mut max_held = 0;
+        for _ in 0..3200 {
+            t.feed(chunk.as_bytes());
+            max_held = max_held.max(t.held_bytes());
+        }
+        t.feed(&marker("n", 0, "/"));
+        let f = t.take_finished().unwrap();
+        assert!(f.truncated);
+        assert!(max_held < 48 * 1024, "held {max_held} bytes");
+        assert!(f.text.starts_with("y\ny\n"));
+        assert!(f.text.ends_with("y\ny\n"));
+        let left_out: u64 = f.text.split("[... ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        let kept = f.text.lines().filter(|l| *l == "y").count() as u64 * 2;
+        assert_eq!(left_out + kept, 3200 * 16 * 1024);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn tail_never_starts_inside_a_character() {
+        let mut t = Transcript::new(100);
+        t.begin("n");
+        t.feed("é".repeat(1000).as_bytes());
+        t.feed(&marker("n", 0, "/"));
+        let f = t.take_finished().unwrap();
+        assert!(f.truncated);
+        assert!(!f.text.contains('\u{FFFD}'));
+    }
+}
