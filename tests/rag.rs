@@ -1,1 +1,332 @@
-//! Integration tests of the rag area.
+//! Integration tests of the rag backend through the [`Engine`]: a fixture corpus whose right
+//! answers are known (stemming included), ranking and `top_k`, the `context` string, documents
+//! added at run time (found at once, and again after a restart on the same `index_dir`), a bad
+//! corpus line named by its number, searches running while documents are being indexed, config
+//! errors, and the corpus the default server config ships.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use agentflow_sandbox::backends::rag::RagBackend;
+use agentflow_sandbox::{Engine, Envelope};
+use serde_json::{json, Map, Value};
+
+/// A directory removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("agentflow-rag-it-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Twelve passages on distinct topics; line 11 has no id (so its id is "11") and line 7 no title.
+const FIXTURE: &[&str] = &[
+    r#"{"id": "photosynthesis", "title": "Photosynthesis", "contents": "Plants convert sunlight, water and carbon dioxide into glucose and oxygen in their leaves."}"#,
+    r#"{"id": "tides", "title": "Tides", "contents": "The gravitational pull of the moon raises the ocean tides twice a day."}"#,
+    r#"{"id": "index", "title": "Inverted index", "contents": "A search engine keeps an index that maps every term to the documents containing it."}"#,
+    r#"{"id": "volcano", "title": "Volcanoes", "contents": "Magma rises through the crust and erupts as lava from a volcano."}"#,
+    r#"{"id": "bread", "title": "Baking bread", "text": "Yeast ferments the dough, which rises before it is baked in a hot oven."}"#,
+    r#"{"id": "rust", "title": "Rust ownership", "contents": "Each value in Rust has an owner; the borrow checker makes sure references never outlive it."}"#,
+    r#"{"id": "chess", "contents": "The knight moves in an L shape and can jump over the other pieces on the chessboard."}"#,
+    r#"{"id": "honey", "title": "Honey bees", "contents": "Bees collect nectar from flowers and store honey in wax combs in the hive."}"#,
+    r#"{"id": "glacier", "title": "Glaciers", "contents": "Glaciers carve valleys as compacted snow and ice flow slowly downhill."}"#,
+    r#"{"id": "marathon", "title": "Marathon", "contents": "Runners train for months before running the 42 kilometre marathon race."}"#,
+    r#"{"title": "Comets", "contents": "A comet's tail of gas and dust always points away from the sun."}"#,
+    r#"{"id": "vaccine", "title": "Vaccines", "contents": "A vaccine trains the immune system to recognise a virus without causing the disease."}"#,
+];
+
+/// Queries and the passage that must rank first.
+const ANSWERS: &[(&str, &str)] = &[
+    ("how do plants make oxygen from sunlight", "photosynthesis"),
+    ("moon gravity and the ocean", "tides"),
+    ("indexes", "index"),
+    ("lava eruptions", "volcano"),
+    ("bakers baking in ovens", "bread"),
+    ("borrowing references", "rust"),
+    ("knights jumping", "chess"),
+    ("bee hives", "honey"),
+    ("valleys carved by ice", "glacier"),
+    ("runs", "marathon"),
+    ("comet tails", "11"),
+    ("immunization against viruses", "vaccine"),
+];
+
+fn write_fixture(scratch: &Scratch) -> String {
+    let path = scratch.path("corpus.jsonl");
+    std::fs::write(&path, FIXTURE.join("\n") + "\n").unwrap();
+    path
+}
+
+fn engine_with(config: Value) -> Engine {
+    let config: Map<String, Value> = serde_json::from_value(config).unwrap();
+    Engine::builder().backend(Arc::new(RagBackend::new(config).unwrap())).build().unwrap()
+}
+
+fn ok(envelope: Envelope) -> Value {
+    assert_eq!(envelope.code, 0, "{}: {}", envelope.message, envelope.data);
+    envelope.data
+}
+
+fn ids(data: &Value) -> Vec<String> {
+    data["results"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn the_expected_passage_ranks_first() {
+    let scratch = Scratch::new("rank");
+    let engine = engine_with(json!({"corpus_path": write_fixture(&scratch)}));
+    for (query, expected) in ANSWERS {
+        let data = ok(engine.execute("w", "rag:search", json!({"query": query})).await);
+        assert_eq!(data["query"], *query);
+        assert_eq!(ids(&data).first().map(String::as_str), Some(*expected), "query {query:?}: {data}");
+    }
+    let stats = ok(engine.execute("w", "rag:stats", json!({})).await);
+    assert_eq!(stats["documents"], FIXTURE.len());
+    assert_eq!(stats["method"], "bm25");
+    assert!(stats["index_bytes"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["loaded"]["kind"], "built");
+    engine.shutdown(false, true).await;
+}
+
+#[tokio::test]
+async fn scores_descend_and_top_k_is_honoured() {
+    let scratch = Scratch::new("topk");
+    let engine = engine_with(json!({"corpus_path": write_fixture(&scratch), "default_top_k": 4}));
+    // "the" and "a" occur in most passages.
+    let query = "the a in of";
+    let default = ok(engine.execute("w", "rag:search", json!({"query": query})).await);
+    assert_eq!(default["results"].as_array().unwrap().len(), 4, "default_top_k from the config");
+    for k in [1, 3, 10] {
+        let data = ok(engine.execute("w", "rag:search", json!({"query": query, "top_k": k})).await);
+        let scores: Vec<f64> =
+            data["results"].as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect();
+        assert_eq!(scores.len(), k, "top_k {k}: {data}");
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "scores not descending: {scores:?}");
+        assert!(scores.iter().all(|&s| s > 0.0));
+    }
+    let too_many = engine.execute("w", "rag:search", json!({"query": query, "top_k": 0})).await;
+    assert_eq!(too_many.code, 1002);
+    engine.shutdown(false, true).await;
+}
+
+#[tokio::test]
+async fn context_renders_hits_as_the_original_did() {
+    let scratch = Scratch::new("context");
+    let engine = engine_with(json!({"corpus_path": write_fixture(&scratch)}));
+    let data = ok(engine.execute("w", "rag:search", json!({"query": "knight inverted index", "top_k": 2})).await);
+    let results = data["results"].as_array().unwrap();
+    let render = |h: &Value| match h["title"].as_str().unwrap() {
+        "" => h["content"].as_str().unwrap().to_owned(),
+        title => format!("[{title}]\n{}", h["content"].as_str().unwrap()),
+    };
+    let expected = results.iter().map(render).collect::<Vec<_>>().join("\n---\n");
+    assert_eq!(data["context"], expected);
+    assert!(expected.contains("[Inverted index]\nA search engine keeps"), "{expected}");
+    assert!(expected.contains("\n---\nThe knight moves") || expected.starts_with("The knight moves"), "{expected}");
+    engine.shutdown(false, true).await;
+}
+
+#[tokio::test]
+async fn empty_queries_are_parameter_errors_and_no_match_is_empty() {
+    let scratch = Scratch::new("empty");
+    let engine = engine_with(json!({"corpus_path": write_fixture(&scratch)}));
+    for query in ["", "   \n"] {
+        let e = engine.execute("w", "rag:search", json!({"query": query})).await;
+        assert_eq!(e.code, 1002, "{query:?}: {}", e.message);
+        assert_eq!(e.data["field"], "query");
+    }
+    let none = ok(engine.execute("w", "rag:search", json!({"query": "xylophone zeppelin"})).await);
+    assert_eq!(none["results"], json!([]));
+    assert_eq!(none["context"], "");
+    let batch = engine.execute("w", "rag:batch_search", json!({"queries": ["tides", " "]})).await;
+    assert_eq!((batch.code, &batch.data["field"]), (1002, &json!("queries[1]")));
+    let missing = engine.execute("w", "rag:search", json!({})).await;
+    assert_eq!(missing.code, 1002);
+    engine.shutdown(false, true).await;
+}
+
+#[tokio::test]
+async fn batch_search_answers_each_query_in_order() {
+    let scratch = Scratch::new("batch");
+    let engine = engine_with(json!({"corpus_path": write_fixture(&scratch)}));
+    let queries: Vec<&str> = ANSWERS.iter().map(|(q, _)| *q).collect();
+    let data = ok(engine.execute("w", "rag:batch_search", json!({"queries": queries, "top_k": 2})).await);
+    let results = data["results"].as_array().unwrap();
+    assert_eq!(results.len(), ANSWERS.len());
+    assert_eq!(data["contexts"].as_array().unwrap().len(), ANSWERS.len());
+    for ((query, expected), hits) in ANSWERS.iter().zip(results) {
+        assert!(hits.as_array().unwrap().len() <= 2);
+        assert_eq!(hits[0]["id"], *expected, "query {query:?}");
+    }
+    engine.shutdown(false, true).await;
+}
+
+#[tokio::test]
+async fn added_documents_are_found_at_once_and_after_a_restart() {
+    let scratch = Scratch::new("restart");
+    let config = json!({"corpus_path": write_fixture(&scratch), "index_dir": scratch.path("index")});
+    let first = engine_with(config.clone());
+    let added = ok(first
+        .execute(
+            "w",
+            "rag:index",
+            json!({"documents": [
+                {"id": "quasar", "title": "Quasars", "content": "Quasars are luminous active galactic nuclei."},
+                {"content": "Pulsars are rotating neutron stars that emit beams of radiation."},
+            ]}),
+        )
+        .await);
+    assert_eq!(added["indexed"], 2);
+    assert_eq!(added["total"], FIXTURE.len() + 2);
+    let pulsar_id = added["ids"][1].as_str().unwrap().to_owned();
+    assert_eq!(ids(&ok(first.execute("w", "rag:search", json!({"query": "quasars"})).await))[0], "quasar");
+    assert_eq!(ids(&ok(first.execute("w", "rag:search", json!({"query": "neutron star"})).await))[0], pulsar_id);
+    first.shutdown(false, true).await;
+    drop(first);
+
+    let second = engine_with(config);
+    let stats = ok(second.execute("w", "rag:stats", json!({})).await);
+    assert_eq!(stats["loaded"]["kind"], "reopened", "the index is current: not rebuilt");
+    assert_eq!(stats["documents"], FIXTURE.len() + 2);
+    assert_eq!(ids(&ok(second.execute("w", "rag:search", json!({"query": "quasar"})).await))[0], "quasar");
+    assert_eq!(ids(&ok(second.execute("w", "rag:search", json!({"query": "indexes"})).await))[0], "index");
+    let bad = second.execute("w", "rag:index", json!({"documents": [{"title": "no content"}]})).await;
+    assert_eq!((bad.code, &bad.data["field"]), (1002, &json!("documents[0].content")));
+    second.shutdown(false, true).await;
+}
+
+#[tokio::test]
+async fn a_bad_corpus_line_fails_the_load_naming_it() {
+    let scratch = Scratch::new("badline");
+    let mut lines: Vec<&str> = FIXTURE[..6].to_vec();
+    lines.push(r#"{"id": "broken", "title": "a document without its text"}"#);
+    lines.extend(&FIXTURE[7..]);
+    let path = scratch.path("corpus.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let engine = engine_with(json!({"corpus_path": path}));
+    let e = engine.execute("w", "rag:search", json!({"query": "tides"})).await;
+    assert_eq!(e.code, 2003, "{}", e.message);
+    assert!(e.message.contains("line 7"), "{}", e.message);
+    assert!(e.message.contains("'contents' or 'text'"), "{}", e.message);
+    let report = engine.warmup(&["rag".into()]).await;
+    assert_eq!(report.code, 2003);
+    assert!(report.data["backends"]["rag"]["error"].as_str().unwrap().contains("line 7"), "{}", report.data);
+
+    // Fixed, the next call loads it: a failed warm-up is retried.
+    std::fs::write(&path, FIXTURE.join("\n") + "\n").unwrap();
+    assert_eq!(ids(&ok(engine.execute("w", "rag:search", json!({"query": "tides"})).await))[0], "tides");
+    engine.shutdown(false, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_keep_running_while_documents_are_indexed() {
+    let scratch = Scratch::new("concurrent");
+    let engine = engine_with(json!({"corpus_path": write_fixture(&scratch)}));
+    ok(engine.warmup(&[]).await);
+    let documents: Vec<Value> = (0..40_000)
+        .map(|i| json!({"id": format!("bulk-{i}"), "content": format!("bulk passage number {i} about nothing much")}))
+        .collect();
+    let indexing = Arc::new(AtomicBool::new(true));
+    let indexer = {
+        let (engine, indexing) = (engine.clone(), indexing.clone());
+        tokio::spawn(async move {
+            let e = engine.execute("w", "rag:index", json!({"documents": documents})).await;
+            indexing.store(false, Ordering::Release);
+            e
+        })
+    };
+    let searchers: Vec<_> = (0..16)
+        .map(|i| {
+            let (engine, indexing) = (engine.clone(), indexing.clone());
+            let (query, expected) = ANSWERS[i % ANSWERS.len()];
+            tokio::spawn(async move {
+                let (mut during, mut total) = (0, 0);
+                loop {
+                    let was_indexing = indexing.load(Ordering::Acquire);
+                    let e = engine.execute(&format!("w{i}"), "rag:search", json!({"query": query})).await;
+                    assert_eq!(e.code, 0, "{}", e.message);
+                    assert_eq!(e.data["results"][0]["id"], expected, "query {query:?}");
+                    total += 1;
+                    if was_indexing && indexing.load(Ordering::Acquire) {
+                        during += 1;
+                    }
+                    if !indexing.load(Ordering::Acquire) || total >= 100_000 {
+                        return (during, total);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut overlapping = 0;
+    for s in searchers {
+        let (during, _) = s.await.unwrap();
+        overlapping += usize::from(during > 0);
+    }
+    let indexed = ok(indexer.await.unwrap());
+    assert_eq!(indexed["indexed"], 40_000);
+    assert_eq!(overlapping, 16, "every one of the 16 searchers completed a search while indexing ran");
+    let data = ok(engine.execute("w", "rag:search", json!({"query": "bulk passage number 31415"})).await);
+    assert_eq!(data["results"][0]["id"], "bulk-31415");
+    engine.shutdown(false, true).await;
+}
+
+#[tokio::test]
+async fn mistyped_config_is_a_configuration_error_naming_the_key() {
+    for (key, value) in [
+        ("default_top_k", json!("five")),
+        ("default_top_k", json!(0)),
+        ("corpus_path", json!(3)),
+        ("index_dir", json!(["a"])),
+        ("writer_memory", json!(1000)),
+        ("method", json!("dense")),
+    ] {
+        let mut config = Map::new();
+        config.insert(key.into(), value);
+        let e = RagBackend::new(config).unwrap_err();
+        assert_eq!(e.code(), 5001, "{key}");
+        assert!(e.to_string().contains(key), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn no_corpus_starts_empty_and_a_missing_corpus_is_named() {
+    let engine = engine_with(json!({}));
+    let data = ok(engine.execute("w", "rag:search", json!({"query": "anything"})).await);
+    assert_eq!(data["results"], json!([]));
+    ok(engine.execute("w", "rag:index", json!({"documents": [{"content": "the first document"}]})).await);
+    assert_eq!(ids(&ok(engine.execute("w", "rag:search", json!({"query": "first"})).await)), ["1"]);
+    engine.shutdown(false, true).await;
+
+    let engine = engine_with(json!({"corpus_path": "/nonexistent/corpus.jsonl"}));
+    let e = engine.execute("w", "rag:stats", json!({})).await;
+    assert_eq!(e.code, 2003);
+    assert!(e.message.contains("/nonexistent/corpus.jsonl"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn the_default_config_serves_the_shipped_corpus() {
+    let config = agentflow_sandbox::config::Config::default();
+    let rag = config.resources["rag"].config.clone();
+    let engine = Engine::builder().backend(Arc::new(RagBackend::new(rag).unwrap())).build().unwrap();
+    let data = ok(engine.execute("w", "rag:search", json!({"query": "session time-to-live", "top_k": 3})).await);
+    assert_eq!(data["results"].as_array().unwrap().len(), 3, "{data}");
+    assert!(data["context"].as_str().unwrap().contains("PROTOCOL.md"), "{}", data["context"]);
+    engine.shutdown(false, true).await;
+}

@@ -45,6 +45,7 @@ impl Default for Options {
 
 /// How the index came to be.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Origin {
     /// A new, empty index (no corpus, no index on disk).
     Empty,
