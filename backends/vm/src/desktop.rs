@@ -11,8 +11,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use x11rb::connection::{Connection, RequestConnection};
-use x11rb::errors::{ConnectionError, ReplyError};
-use x11rb::protocol::xproto::{self, ConnectionExt as _, ImageFormat, ImageOrder, Mapping, VisualClass, Window};
+use x11rb::errors::{ConnectionError, ReplyError, ReplyOrIdError};
+use x11rb::protocol::xproto::{
+    self, ChangeWindowAttributesAux, ConnectionExt as _, CreateGCAux, ImageFormat, ImageOrder, Mapping, VisualClass, Window,
+};
 use x11rb::protocol::{shm, xtest, Event};
 use x11rb::rust_connection::RustConnection;
 use x11rb::CURRENT_TIME;
@@ -74,6 +76,15 @@ trait OnDisplay<T> {
 impl<T> OnDisplay<T> for std::result::Result<T, ConnectionError> {
     fn on(self, display: &str) -> Result<T> {
         self.map_err(|e| Error::DisplayGone { display: display.to_owned(), reason: e.to_string() })
+    }
+}
+
+impl<T> OnDisplay<T> for std::result::Result<T, ReplyOrIdError> {
+    fn on(self, display: &str) -> Result<T> {
+        self.map_err(|e| match e {
+            ReplyOrIdError::X11Error(e) => Error::Request { display: display.to_owned(), reason: format!("{e:?}") },
+            other => Error::DisplayGone { display: display.to_owned(), reason: other.to_string() },
+        })
     }
 }
 
@@ -228,16 +239,16 @@ impl Desktop {
             return Err(Error::Unsupported(format!("{} bits per pixel", pixmap.bits_per_pixel)));
         }
         let (width, height) = (screen.width_in_pixels, screen.height_in_pixels);
-        let pad = usize::from(pixmap.scanline_pad.max(8));
-        let row_bits = usize::from(width) * usize::from(pixmap.bits_per_pixel);
-        let format = PixelFormat {
+        let mut format = PixelFormat {
             bits_per_pixel: pixmap.bits_per_pixel,
-            stride: row_bits.div_ceil(pad) * pad / 8,
+            stride: 0,
+            scanline_pad: usize::from(pixmap.scanline_pad),
             big_endian: setup.image_byte_order == ImageOrder::MSB_FIRST,
             red_mask: visual.red_mask,
             green_mask: visual.green_mask,
             blue_mask: visual.blue_mask,
         };
+        format.stride = format.stride_for(usize::from(width));
         let (root, depth) = (screen.root, screen.root_depth);
         let len = format.stride * usize::from(height);
         let capture = match ShmSegment::attach(&conn, len) {
@@ -324,6 +335,42 @@ impl Desktop {
         let png = encode_png(&rgb, width, height);
         self.rgb = rgb;
         Ok(Screenshot { width, height, png: png? })
+    }
+
+    /// Paints `rgb` (packed, `width`×`height`, at most the screen's size) as the root window's
+    /// background from the top-left corner, as `xsetroot` does with a bitmap: screenshots and X
+    /// clients see it, windows stay above it. For tests and benches that need known pixels.
+    pub fn set_wallpaper(&mut self, rgb: &[u8], width: u32, height: u32) -> Result<()> {
+        let (sw, sh) = self.size();
+        if width == 0 || height == 0 || width > sw || height > sh {
+            return Err(Error::Image(format!("{width}x{height} does not fit on the {sw}x{sh} screen")));
+        }
+        if rgb.len() != width as usize * height as usize * 3 {
+            return Err(Error::Image(format!("{} bytes are not {width}x{height} RGB", rgb.len())));
+        }
+        let pixels = self.format.from_rgb(rgb, width as usize);
+        let stride = self.format.stride_for(width as usize);
+        self.guard(|d| {
+            d.drain_events()?;
+            let (w, h) = (width as u16, height as u16);
+            let pixmap = d.conn.generate_id().on(&d.display)?;
+            d.conn.create_pixmap(d.depth, pixmap, d.root, w, h).on(&d.display)?;
+            let gc = d.conn.generate_id().on(&d.display)?;
+            d.conn.create_gc(gc, pixmap, &CreateGCAux::new()).on(&d.display)?;
+            // Bands well under the core protocol's 256 KB request limit.
+            let rows = (200_000 / stride).max(1);
+            for (i, band) in pixels.chunks(rows * stride).enumerate() {
+                let y = (i * rows) as i16;
+                let z = ImageFormat::Z_PIXMAP;
+                d.conn.put_image(z, pixmap, gc, w, (band.len() / stride) as u16, 0, y, 0, d.depth, band).on(&d.display)?;
+            }
+            let background = ChangeWindowAttributesAux::new().background_pixmap(pixmap);
+            d.conn.change_window_attributes(d.root, &background).on(&d.display)?;
+            d.conn.clear_area(false, d.root, 0, 0, 0, 0).on(&d.display)?;
+            d.conn.free_gc(gc).on(&d.display)?;
+            d.conn.free_pixmap(pixmap).on(&d.display)?;
+            d.sync()
+        })
     }
 
     /// Where the pointer is.

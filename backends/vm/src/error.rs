@@ -59,6 +59,9 @@ pub enum Error {
     /// The screen's pixel format is not one this crate reads.
     #[error("unsupported screen format: {0}")]
     Unsupported(String),
+    /// An image given to draw does not match its stated size, or does not fit on the screen.
+    #[error("invalid image: {0}")]
+    Image(String),
     /// PNG encoding failed.
     #[error("cannot encode the screenshot: {0}")]
     Encode(String),

@@ -3,26 +3,37 @@
 //! A [`Frame`] is the screen in the server's own pixel layout (ZPixmap: 16 or 32 bits a pixel,
 //! either byte order, any TrueColor masks); [`Frame::to_rgb`] turns it into packed RGB, with a
 //! fast path for the usual little-endian `BGRX` of depth 24. [`encode_png`] picks the encoder
-//! settings (see [`PNG_LEVEL`]). Getting the pixels from the server is left to `desktop.rs`.
+//! settings (see [`SCREENSHOT_COMPRESSION`]). Getting the pixels from the server is left to `desktop.rs`.
 
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 
 use crate::error::{Error, Result};
 
-/// The zlib level of screenshots. On a 1920×1080 desktop of windows and text, level 1 with
+/// How hard PNG encoding compresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// The `image` crate's fastest setting (fdeflate): quickest, and several times larger.
+    Fastest,
+    /// A zlib level, 1 (fast) to 9 (small), with adaptive row filtering.
+    Zlib(u8),
+}
+
+/// The setting of screenshots. On a 1920×1080 desktop of windows and text, zlib level 1 with
 /// adaptive filtering keeps the PNG near scrot's size (a few hundred KB) at a fraction of its
-/// time; the encoder's "fast" setting is quicker still but three to four times larger, and a
-/// screenshot goes into every LLM request. `benches/vm.rs` measures both.
-pub const PNG_LEVEL: u8 = 1;
+/// time; [`Compression::Fastest`] is quicker still but several times larger, and a screenshot
+/// goes into every LLM request. `benches/vm.rs` measures them side by side.
+pub const SCREENSHOT_COMPRESSION: Compression = Compression::Zlib(1);
 
 /// How the server lays out a pixel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PixelFormat {
     /// 16 or 32.
     pub(crate) bits_per_pixel: u8,
-    /// Bytes of one row, padding included.
+    /// Bytes of one row of the screen, padding included.
     pub(crate) stride: usize,
+    /// Rows are padded to a multiple of this many bits.
+    pub(crate) scanline_pad: usize,
     /// The server's image byte order is most-significant first.
     pub(crate) big_endian: bool,
     pub(crate) red_mask: u32,
@@ -35,6 +46,39 @@ impl PixelFormat {
         self.bits_per_pixel == 32
             && !self.big_endian
             && (self.red_mask, self.green_mask, self.blue_mask) == (0xff_0000, 0xff00, 0xff)
+    }
+
+    /// Bytes of one row `width` pixels wide, padding included.
+    pub(crate) fn stride_for(&self, width: usize) -> usize {
+        let pad = self.scanline_pad.max(8);
+        (width * usize::from(self.bits_per_pixel)).div_ceil(pad) * pad / 8
+    }
+
+    /// Packed RGB to this layout (the inverse of [`Frame::to_rgb`]), for PutImage.
+    pub(crate) fn from_rgb(&self, rgb: &[u8], width: usize) -> Vec<u8> {
+        let bytes = usize::from(self.bits_per_pixel / 8);
+        let stride = self.stride_for(width);
+        let rows = rgb.len() / (width * 3).max(1);
+        let mut out = vec![0u8; stride * rows];
+        let place = |c: u8, mask: u32| -> u32 {
+            if mask == 0 {
+                return 0;
+            }
+            let bits = (mask >> mask.trailing_zeros()).count_ones();
+            (u32::from(c) >> 8u32.saturating_sub(bits)) << mask.trailing_zeros() & mask
+        };
+        for (src, dst) in rgb.chunks_exact(width * 3).zip(out.chunks_exact_mut(stride)) {
+            for (p, d) in src.chunks_exact(3).zip(dst.chunks_exact_mut(bytes)) {
+                let v = place(p[0], self.red_mask) | place(p[1], self.green_mask) | place(p[2], self.blue_mask);
+                match (bytes, self.big_endian) {
+                    (2, false) => d.copy_from_slice(&(v as u16).to_le_bytes()),
+                    (2, true) => d.copy_from_slice(&(v as u16).to_be_bytes()),
+                    (_, false) => d.copy_from_slice(&v.to_le_bytes()),
+                    (_, true) => d.copy_from_slice(&v.to_be_bytes()),
+                }
+            }
+        }
+        out
     }
 
     fn value(&self, px: &[u8]) -> u32 {
@@ -126,10 +170,19 @@ pub struct Screenshot {
     pub png: Vec<u8>,
 }
 
-/// Encodes packed RGB as PNG at [`PNG_LEVEL`] with adaptive filtering.
+/// Encodes packed RGB as PNG at [`SCREENSHOT_COMPRESSION`].
 pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
+    encode_png_with(rgb, width, height, SCREENSHOT_COMPRESSION)
+}
+
+/// Encodes packed RGB as PNG at the given compression.
+pub fn encode_png_with(rgb: &[u8], width: u32, height: u32, compression: Compression) -> Result<Vec<u8>> {
     let mut png = Vec::with_capacity(rgb.len() / 16);
-    PngEncoder::new_with_quality(&mut png, CompressionType::Level(PNG_LEVEL), FilterType::Adaptive)
+    let (level, filter) = match compression {
+        Compression::Fastest => (CompressionType::Fast, FilterType::Adaptive),
+        Compression::Zlib(n) => (CompressionType::Level(n.clamp(1, 9)), FilterType::Adaptive),
+    };
+    PngEncoder::new_with_quality(&mut png, level, filter)
         .write_image(rgb, width, height, ExtendedColorType::Rgb8)
         .map_err(|e| Error::Encode(e.to_string()))?;
     Ok(png)
@@ -152,6 +205,7 @@ mod tests {
         let bgrx = PixelFormat {
             bits_per_pixel: 32,
             stride: 8,
+            scanline_pad: 32,
             big_endian: false,
             red_mask: 0xff_0000,
             green_mask: 0xff00,
@@ -166,11 +220,13 @@ mod tests {
 
         // 16 bits, rows padded to 4 bytes: one red pixel, then a pad.
         let rgb565 =
-            PixelFormat { bits_per_pixel: 16, stride: 4, big_endian: false, red_mask: 0xf800, green_mask: 0x7e0, blue_mask: 0x1f };
+            PixelFormat { bits_per_pixel: 16, stride: 4, scanline_pad: 32, big_endian: false, red_mask: 0xf800, green_mask: 0x7e0, blue_mask: 0x1f };
         let data = [0x00, 0xf8, 0xaa, 0xaa];
         let frame = Frame { width: 1, height: 1, format: rgb565, data: &data };
         frame.to_rgb(&mut rgb);
         assert_eq!(rgb, [0xff, 0, 0]);
+        assert_eq!(rgb565.from_rgb(&[0xff, 0, 0], 1), [0x00, 0xf8, 0, 0]);
+        assert_eq!(bgrx.from_rgb(&[1, 2, 3, 10, 20, 30], 2), [3, 2, 1, 0, 30, 20, 10, 0]);
     }
 
     #[test]

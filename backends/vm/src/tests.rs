@@ -151,3 +151,24 @@ fn two_desktops_start_at_once_on_different_displays() {
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
     assert_ne!(a.display(), b.display());
 }
+
+#[test]
+fn a_painted_wallpaper_reads_back_pixel_for_pixel() {
+    for depth in [24, 16] {
+        let mut desktop = Desktop::start(97, 61, depth).unwrap();
+        // A gradient with every channel moving, in 16-bit steps so that RGB565 keeps it exactly.
+        let rgb: Vec<u8> = (0..61u32)
+            .flat_map(|y| (0..97u32).flat_map(move |x| [(x * 8 % 256) as u8, (y * 4 % 256) as u8, ((x + y) * 8 % 256) as u8]))
+            .collect();
+        desktop.set_wallpaper(&rgb, 97, 61).unwrap();
+        let mut back = Vec::new();
+        desktop.capture().unwrap().to_rgb(&mut back);
+        if depth == 24 {
+            assert_eq!(back, rgb);
+        } else {
+            // 5-6-5 bits: equal up to the dropped low bits.
+            assert!(back.chunks(3).zip(rgb.chunks(3)).all(|(b, r)| (0..3).all(|i| b[i].abs_diff(r[i]) <= 7)));
+        }
+        assert!(matches!(desktop.set_wallpaper(&rgb, 98, 61), Err(Error::Image(_))));
+    }
+}
