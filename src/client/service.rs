@@ -572,7 +572,8 @@ mod tests {
             HttpServiceClient::new(HttpClientConfig::new("http://127.0.0.1:1").timeout(Duration::from_secs(2)))
                 .unwrap();
         assert_eq!(client.wait_for(None), Duration::from_secs(2));
-        assert_eq!(client.wait_for(Some(0.5)), Duration::from_secs(2));
+        assert_eq!(client.wait_for(Some(0.5)), Duration::from_millis(5500));
+        assert_eq!(client.wait_for(Some(f64::NAN)), Duration::from_secs(2));
         assert_eq!(client.wait_for(Some(10.0)), Duration::from_secs(15));
     }
 }
