@@ -151,7 +151,9 @@ enum Wake {
 /// A persistent `bash` on a pseudo-terminal. See the module documentation.
 pub struct Shell {
     pid: i32,
-    master: Box<dyn MasterPty + Send>,
+    /// Holds the terminal open; only its descriptor is used.
+    _master: Mutex<Box<dyn MasterPty + Send>>,
+    master_fd: RawFd,
     writer: AsyncFd<OwnedFd>,
     shared: Arc<Shared>,
     /// Closing it wakes the reader thread to stop.
@@ -193,6 +195,7 @@ impl Shell {
             Wake::Finished => {
                 let f = shell.take_finished();
                 shell.cwd = f.cwd;
+                shell.pending = None;
                 Ok(shell)
             }
             Wake::Exited => {
@@ -352,7 +355,22 @@ impl Shell {
         }
         self.signal_foreground();
         match self.wait(Instant::now() + INTERRUPT_GRACE, None).await {
-            Wake::Finished => return Ok(self.finished(start, timed_out)),
+            Wake::Finished => {
+                let mut outcome = self.finished(start, timed_out);
+                // bash ends a line after a job killed by SIGINT, as the terminal showed `^C`.
+                if outcome.exit_code == Some(130)
+                    && (outcome.output.ends_with(
+                        "
+
+",
+                    ) || outcome.output
+                        == "
+")
+                {
+                    outcome.output.pop();
+                }
+                return Ok(outcome);
+            }
             Wake::Exited => return Err(self.exited(start).await),
             Wake::Deadline | Wake::Settled => {}
         }
@@ -376,7 +394,7 @@ impl Shell {
     /// Ctrl-C as the terminal would send it (which also drops typed-ahead input), or SIGINT to
     /// the foreground group when the program turned the terminal's signals off.
     fn signal_foreground(&self) {
-        let fd = self.master_fd();
+        let fd = self.master_fd;
         // SAFETY: termios is plain data; tcgetattr only writes into it.
         let mut t: libc::termios = unsafe { std::mem::zeroed() };
         // SAFETY: fd is the open PTY master, owned by self.master.
@@ -394,11 +412,8 @@ impl Shell {
     }
 
     fn foreground_group(&self) -> i32 {
-        self.master.process_group_leader().unwrap_or(-1)
-    }
-
-    fn master_fd(&self) -> RawFd {
-        self.master.as_raw_fd().expect("a unix PTY master has a descriptor")
+        // SAFETY: tcgetpgrp on the open PTY master.
+        unsafe { libc::tcgetpgrp(self.master_fd) }
     }
 
     /// Waits for the pending marker, the shell's death, the deadline, or (with `settle`) output
@@ -679,7 +694,8 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
     };
     Ok(Shell {
         pid,
-        master: pair.master,
+        _master: Mutex::new(pair.master),
+        master_fd,
         writer,
         shared,
         stop: Some(stop_write),
@@ -879,5 +895,44 @@ mod tests {
             .expect("bash is installed");
         assert_eq!(String::from_utf8(out.stdout).unwrap(), command);
         assert!(inline_line("n", &"x".repeat(INLINE_MAX + 1)).is_none());
+    }
+}
+
+#[cfg(test)]
+mod shell_tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(10);
+
+    async fn shell() -> Shell {
+        Shell::spawn(ShellConfig::default()).await.expect("bash starts")
+    }
+
+    #[tokio::test]
+    async fn runs_commands_with_state_and_exit_codes() {
+        let mut sh = shell().await;
+        let out = sh.run("echo hi", T, OnTimeout::Interrupt).await.unwrap();
+        assert_eq!((out.output.as_str(), out.exit_code), ("hi\n", Some(0)));
+        sh.run("cd /tmp; X=5; f() { echo f$1; }", T, OnTimeout::Interrupt).await.unwrap();
+        let out = sh.run("f $X; pwd; false", T, OnTimeout::Interrupt).await.unwrap();
+        assert_eq!((out.output.as_str(), out.exit_code, out.cwd.as_str()), ("f5\n/tmp\n", Some(1), "/tmp"));
+        let out = sh.run("echo $?", T, OnTimeout::Interrupt).await.unwrap();
+        assert_eq!(out.output, "1\n");
+        let out = sh.run("nosuchcommand_xyz", T, OnTimeout::Interrupt).await.unwrap();
+        assert_eq!(out.exit_code, Some(127));
+        sh.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_timeout_interrupts_and_the_shell_goes_on() {
+        let mut sh = shell().await;
+        let start = Instant::now();
+        let out = sh.run("echo before; sleep 100", Duration::from_secs(1), OnTimeout::Interrupt).await.unwrap();
+        assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+        assert_eq!((out.timed_out, out.running, out.exit_code), (true, false, Some(130)));
+        assert_eq!(out.output, "before\n");
+        let out = sh.run("echo ok", T, OnTimeout::Interrupt).await.unwrap();
+        assert_eq!(out.output, "ok\n");
+        sh.close().await;
     }
 }

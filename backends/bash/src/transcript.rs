@@ -98,6 +98,7 @@ impl Bounded {
         }
     }
 
+    #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.head.is_empty() && self.tail.is_empty()
     }
