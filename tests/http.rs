@@ -207,3 +207,117 @@ async fn a_real_socket_serves_until_shutdown() {
     tokio::time::timeout(Duration::from_secs(10), server).await.expect("server stopped").unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port is closed after shutdown");
 }
+
+/// The `agentflow-sandbox` binary, stopped by `/shutdown`, exits 0 and leaves no process behind.
+#[cfg(feature = "bash")]
+mod binary {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use serde_json::{json, Value};
+
+    fn request(port: u16, path: &str, body: &Value) -> Value {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let body = body.to_string();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap()
+    }
+
+    /// Every live (not zombie) descendant of `root`, from `/proc`.
+    fn descendants(root: u32) -> Vec<u32> {
+        let mut parent = std::collections::HashMap::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let mut fields = after.split(' ');
+            let state = fields.next().unwrap();
+            let ppid: u32 = fields.next().unwrap().parse().unwrap();
+            if state != "Z" {
+                parent.insert(pid, ppid);
+            }
+        }
+        let mut out = Vec::new();
+        let mut frontier = vec![root];
+        while let Some(p) = frontier.pop() {
+            for (&child, &pp) in &parent {
+                if pp == p {
+                    out.push(child);
+                    frontier.push(child);
+                }
+            }
+        }
+        out
+    }
+
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn shutdown_exits_0_and_leaves_no_child_process() {
+        let dir = std::env::temp_dir().join(format!("afs-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.json");
+        std::fs::write(&config, r#"{"resources": {"bash": {"enabled": true}}}"#).unwrap();
+        let mut server = Command::new(env!("CARGO_BIN_EXE_agentflow-sandbox"))
+            .args(["serve", "--port", "0", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(server.stderr.take().unwrap());
+        let mut line = String::new();
+        let port: u16 = loop {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "the server exited before listening");
+            if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        let created = request(port, "/session/create", &json!({"worker_id": "w", "resource_type": "bash"}));
+        assert_eq!(created["code"], 0, "{created}");
+        let ran = request(
+            port,
+            "/execute",
+            &json!({"worker_id": "w", "action": "bash:run", "params": {"command": "sleep 1000 & echo started"}}),
+        );
+        assert_eq!(ran["code"], 0, "{ran}");
+        // A temporary session's shell too, running while nothing else is.
+        let children = descendants(server.id());
+        assert!(children.len() >= 2, "the shell and its sleep run under the server: {children:?}");
+
+        let answer = request(port, "/shutdown", &json!({}));
+        assert_eq!(answer["data"]["sessions_cleaned"], 1, "{answer}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = server.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit after /shutdown");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "exit status {status}");
+        // SIGKILLed processes die asynchronously: give them a moment, which a `sleep 1000` that
+        // nobody killed would not use.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while children.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left: Vec<u32> = children.into_iter().filter(|&p| alive(p)).collect();
+        let names: Vec<String> =
+            left.iter().map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default()).collect();
+        assert!(left.is_empty(), "processes outlived the server: {left:?} {names:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
