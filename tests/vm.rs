@@ -46,12 +46,10 @@ struct Display {
 impl Display {
     /// Runs an X client on this display and returns its stdout; fails loudly if it is missing.
     fn run(&self, program: &str, args: &[&str]) -> String {
-        let out = Command::new(program)
-            .args(args)
-            .env("DISPLAY", &self.name)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {program} (Debian: x11-utils x11-xserver-utils xdotool xterm): {e}"));
+        let out =
+            Command::new(program).args(args).env("DISPLAY", &self.name).stdin(Stdio::null()).output().unwrap_or_else(
+                |e| panic!("cannot run {program} (Debian: x11-utils x11-xserver-utils xdotool xterm): {e}"),
+            );
         assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -231,7 +229,8 @@ async fn typed_unicode_reaches_cat_in_xterm_byte_for_byte_and_ctrl_c_stops_it() 
     let dir = temp_dir("xterm");
     let file = dir.join("typed.txt");
     let script = format!("cat > '{}'", file.display());
-    let mut xterm = d.spawn("xterm", &["-u8", "-T", "typist", "-geometry", "60x5+0+0", "-e", "sh", "-c", &script], None);
+    let mut xterm =
+        d.spawn("xterm", &["-u8", "-T", "typist", "-geometry", "60x5+0+0", "-e", "sh", "-c", &script], None);
     let (_, (wx, wy, ww, wh)) = d.window("typist").await;
     // Without a window manager the keyboard follows the pointer: put it on the terminal.
     ok(engine.execute("typist", "vm:click", json!({"x": wx + ww / 2, "y": wy + wh / 2})).await);
@@ -367,10 +366,9 @@ async fn mistakes_are_parameter_errors_naming_the_field() {
     let outside = engine.execute("oops", "vm:move", json!({"x": 9000, "y": 1})).await;
     assert!(outside.message.contains("9000") && outside.message.contains("640x480"), "{}", outside.message);
 
-    let req: CreateSessionRequest = serde_json::from_value(
-        json!({"worker_id": "bad", "resource_type": "vm", "config": {"screen_size": "big"}}),
-    )
-    .unwrap();
+    let req: CreateSessionRequest =
+        serde_json::from_value(json!({"worker_id": "bad", "resource_type": "vm", "config": {"screen_size": "big"}}))
+            .unwrap();
     let bad = engine.create_session(req).await;
     assert_eq!(field(&bad), (1002, "screen_size".to_owned()), "{bad:?}");
     engine.shutdown(false, true).await;

@@ -127,7 +127,10 @@ fn desktop_error(e: agentflow_vm::Error, display: &str) -> Error {
 /// Parses a key name; an unknown one is a 1002 naming `field` and the name.
 fn key(field: &str, name: &str) -> Result<Key> {
     Key::parse(name).map_err(|_| {
-        Error::param(field, format!("unknown key name '{name}' (use pyautogui names: enter, ctrl, f5, pagedown… or one character)"))
+        Error::param(
+            field,
+            format!("unknown key name '{name}' (use pyautogui names: enter, ctrl, f5, pagedown… or one character)"),
+        )
     })
 }
 
@@ -199,7 +202,11 @@ impl Backend for VmBackend {
                         .default(json!(1)),
                 ],
             ),
-            ToolSpec::new("double_click", "Double-clicks at a point with the left button.", vec![x("column"), y("row")]),
+            ToolSpec::new(
+                "double_click",
+                "Double-clicks at a point with the left button.",
+                vec![x("column"), y("row")],
+            ),
             ToolSpec::new(
                 "right_click",
                 "Right-clicks at a point, or where the pointer is when x and y are left out.",
@@ -255,7 +262,9 @@ impl Backend for VmBackend {
             ToolSpec::new(
                 "wait",
                 "Waits, letting the screen settle.",
-                vec![Param::optional("seconds", Kind::Number, "how long").range(Some(0.0), Some(3600.0)).default(json!(1))],
+                vec![Param::optional("seconds", Kind::Number, "how long")
+                    .range(Some(0.0), Some(3600.0))
+                    .default(json!(1))],
             ),
             ToolSpec::new("done", "Says the task is done (ends the episode).", vec![]),
             ToolSpec::new(
@@ -277,8 +286,11 @@ impl Backend for VmBackend {
         .await
         .map_err(|e| Error::Internal(format!("desktop start failed: {e}")))?
         .map_err(started_error)?;
-        let session =
-            VmSession { display: desktop.display().to_owned(), size: desktop.size(), desktop: Arc::new(Mutex::new(desktop)) };
+        let session = VmSession {
+            display: desktop.display().to_owned(),
+            size: desktop.size(),
+            desktop: Arc::new(Mutex::new(desktop)),
+        };
         Ok(Box::new(session))
     }
 

@@ -13,7 +13,8 @@ use std::time::Instant;
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::errors::{ConnectionError, ReplyError, ReplyOrIdError};
 use x11rb::protocol::xproto::{
-    self, ChangeWindowAttributesAux, ConnectionExt as _, CreateGCAux, ImageFormat, ImageOrder, Mapping, VisualClass, Window,
+    self, ChangeWindowAttributesAux, ConnectionExt as _, CreateGCAux, ImageFormat, ImageOrder, Mapping, VisualClass,
+    Window,
 };
 use x11rb::protocol::{shm, xtest, Event};
 use x11rb::rust_connection::RustConnection;
@@ -348,7 +349,7 @@ impl Desktop {
         if rgb.len() != width as usize * height as usize * 3 {
             return Err(Error::Image(format!("{} bytes are not {width}x{height} RGB", rgb.len())));
         }
-        let pixels = self.format.from_rgb(rgb, width as usize);
+        let pixels = self.format.encode_rgb(rgb, width as usize);
         let stride = self.format.stride_for(width as usize);
         self.guard(|d| {
             d.drain_events()?;
@@ -362,7 +363,9 @@ impl Desktop {
             for (i, band) in pixels.chunks(rows * stride).enumerate() {
                 let y = (i * rows) as i16;
                 let z = ImageFormat::Z_PIXMAP;
-                d.conn.put_image(z, pixmap, gc, w, (band.len() / stride) as u16, 0, y, 0, d.depth, band).on(&d.display)?;
+                d.conn
+                    .put_image(z, pixmap, gc, w, (band.len() / stride) as u16, 0, y, 0, d.depth, band)
+                    .on(&d.display)?;
             }
             let background = ChangeWindowAttributesAux::new().background_pixmap(pixmap);
             d.conn.change_window_attributes(d.root, &background).on(&d.display)?;
@@ -538,8 +541,13 @@ impl Desktop {
                 shm::get_image(&self.conn, root, 0, 0, w, h, !0, z, segment.seg, 0).on(display)?.reply().on(display)?;
             }
             Capture::Socket(buffer) => {
-                *buffer =
-                    self.conn.get_image(ImageFormat::Z_PIXMAP, root, 0, 0, w, h, !0).on(display)?.reply().on(display)?.data;
+                *buffer = self
+                    .conn
+                    .get_image(ImageFormat::Z_PIXMAP, root, 0, 0, w, h, !0)
+                    .on(display)?
+                    .reply()
+                    .on(display)?
+                    .data;
             }
         }
         Ok(())
@@ -628,9 +636,7 @@ impl Desktop {
                     self.conn.flush().on(&self.display)?;
                     std::thread::sleep(binding.wait);
                 }
-                self.conn
-                    .change_keyboard_mapping(1, binding.keycode, 2, &[keysym, keysym])
-                    .on(&self.display)?;
+                self.conn.change_keyboard_mapping(1, binding.keycode, 2, &[keysym, keysym]).on(&self.display)?;
                 self.keymap.bound(binding, Instant::now());
                 Ok(Stroke { keycode: binding.keycode, shift: false })
             }

@@ -40,4 +40,4 @@ mod tests;
 pub use desktop::{Button, Desktop};
 pub use error::{Error, Result};
 pub use keys::Key;
-pub use screenshot::{encode_png, encode_png_with, Compression, Frame, Screenshot, SCREENSHOT_COMPRESSION};
+pub use screenshot::{choose, encode_png, encode_png_with, Compression, Frame, Screenshot, SCREENSHOT_COMPRESSION};

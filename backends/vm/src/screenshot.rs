@@ -13,17 +13,43 @@ use crate::error::{Error, Result};
 /// How hard PNG encoding compresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
-    /// The `image` crate's fastest setting (fdeflate): quickest, and several times larger.
+    /// The `png` crate's fastest setting (fdeflate): quickest by far on photo-like content, about
+    /// twice the size of [`Compression::Zlib`]`(2)` on windows and text.
     Fastest,
-    /// A zlib level, 1 (fast) to 9 (small), with adaptive row filtering.
+    /// A zlib level, 1 (fast) to 9 (small), with adaptive row filtering. With zlib-rs, level 1
+    /// is a "quick" strategy that compresses photos badly; level 2 is the fast one worth using.
     Zlib(u8),
+    /// [`Compression::Zlib`]`(2)` for screens of windows and text, [`Compression::Fastest`] for
+    /// photo-like ones, chosen by compressing a sample of rows (a sixteenth of the screen) the
+    /// fast way first: see [`choose`].
+    Auto,
 }
 
-/// The setting of screenshots. On a 1920×1080 desktop of windows and text, zlib level 1 with
-/// adaptive filtering keeps the PNG near scrot's size (a few hundred KB) at a fraction of its
-/// time; [`Compression::Fastest`] is quicker still but several times larger, and a screenshot
-/// goes into every LLM request. `benches/vm.rs` measures them side by side.
-pub const SCREENSHOT_COMPRESSION: Compression = Compression::Zlib(1);
+/// The setting of screenshots: see [`Compression::Auto`]. A screenshot goes into every LLM
+/// request, so its size matters as much as its speed; zlib level 2 halves the PNG of a text
+/// screen for a couple of milliseconds, but would take over 100 ms on a photo, where fdeflate
+/// takes 20 and is only a fifth larger. `benches/vm.rs` measures each setting on both screens.
+pub const SCREENSHOT_COMPRESSION: Compression = Compression::Auto;
+
+/// Above this ratio of compressed to raw size, a sample is photo-like.
+const PHOTO_RATIO: f64 = 0.25;
+
+/// What [`Compression::Auto`] picks for this image: every sixteenth band of 4 rows is encoded with
+/// [`Compression::Fastest`]; if that leaves more than a quarter of the bytes, zlib would be slow
+/// for little gain, so the image is encoded the fast way.
+pub fn choose(rgb: &[u8], width: u32, height: u32) -> Compression {
+    let row = width as usize * 3;
+    let mut sample = Vec::with_capacity(rgb.len() / 16 + row * 4);
+    for start in (0..height as usize).step_by(64) {
+        let end = (start + 4).min(height as usize);
+        sample.extend_from_slice(&rgb[start * row..end * row]);
+    }
+    let rows = (sample.len() / row.max(1)) as u32;
+    match encode_png_with(&sample, width, rows, Compression::Fastest) {
+        Ok(png) if (png.len() as f64) < sample.len() as f64 * PHOTO_RATIO => Compression::Zlib(2),
+        _ => Compression::Fastest,
+    }
+}
 
 /// How the server lays out a pixel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +81,7 @@ impl PixelFormat {
     }
 
     /// Packed RGB to this layout (the inverse of [`Frame::to_rgb`]), for PutImage.
-    pub(crate) fn from_rgb(&self, rgb: &[u8], width: usize) -> Vec<u8> {
+    pub(crate) fn encode_rgb(&self, rgb: &[u8], width: usize) -> Vec<u8> {
         let bytes = usize::from(self.bits_per_pixel / 8);
         let stride = self.stride_for(width);
         let rows = rgb.len() / (width * 3).max(1);
@@ -178,11 +204,12 @@ pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
 /// Encodes packed RGB as PNG at the given compression.
 pub fn encode_png_with(rgb: &[u8], width: u32, height: u32, compression: Compression) -> Result<Vec<u8>> {
     let mut png = Vec::with_capacity(rgb.len() / 16);
-    let (level, filter) = match compression {
-        Compression::Fastest => (CompressionType::Fast, FilterType::Adaptive),
-        Compression::Zlib(n) => (CompressionType::Level(n.clamp(1, 9)), FilterType::Adaptive),
+    let level = match compression {
+        Compression::Fastest => CompressionType::Fast,
+        Compression::Zlib(n) => CompressionType::Level(n.clamp(1, 9)),
+        Compression::Auto => return encode_png_with(rgb, width, height, choose(rgb, width, height)),
     };
-    PngEncoder::new_with_quality(&mut png, level, filter)
+    PngEncoder::new_with_quality(&mut png, level, FilterType::Adaptive)
         .write_image(rgb, width, height, ExtendedColorType::Rgb8)
         .map_err(|e| Error::Encode(e.to_string()))?;
     Ok(png)
@@ -219,14 +246,37 @@ mod tests {
         assert_eq!(frame.pixel(1, 0), [10, 20, 30]);
 
         // 16 bits, rows padded to 4 bytes: one red pixel, then a pad.
-        let rgb565 =
-            PixelFormat { bits_per_pixel: 16, stride: 4, scanline_pad: 32, big_endian: false, red_mask: 0xf800, green_mask: 0x7e0, blue_mask: 0x1f };
+        let rgb565 = PixelFormat {
+            bits_per_pixel: 16,
+            stride: 4,
+            scanline_pad: 32,
+            big_endian: false,
+            red_mask: 0xf800,
+            green_mask: 0x7e0,
+            blue_mask: 0x1f,
+        };
         let data = [0x00, 0xf8, 0xaa, 0xaa];
         let frame = Frame { width: 1, height: 1, format: rgb565, data: &data };
         frame.to_rgb(&mut rgb);
         assert_eq!(rgb, [0xff, 0, 0]);
-        assert_eq!(rgb565.from_rgb(&[0xff, 0, 0], 1), [0x00, 0xf8, 0, 0]);
-        assert_eq!(bgrx.from_rgb(&[1, 2, 3, 10, 20, 30], 2), [3, 2, 1, 0, 30, 20, 10, 0]);
+        assert_eq!(rgb565.encode_rgb(&[0xff, 0, 0], 1), [0x00, 0xf8, 0, 0]);
+        assert_eq!(bgrx.encode_rgb(&[1, 2, 3, 10, 20, 30], 2), [3, 2, 1, 0, 30, 20, 10, 0]);
+    }
+
+    #[test]
+    fn auto_compression_tells_photos_from_flat_screens() {
+        let (w, h) = (256u32, 128u32);
+        let flat: Vec<u8> =
+            (0..w * h).flat_map(|i| if (i / 7) % 9 == 0 { [0u8, 0, 0] } else { [250, 250, 250] }).collect();
+        assert_eq!(choose(&flat, w, h), Compression::Zlib(2));
+        let mut seed = 12345u32;
+        let noisy: Vec<u8> = (0..w * h * 3)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (seed >> 16) as u8
+            })
+            .collect();
+        assert_eq!(choose(&noisy, w, h), Compression::Fastest);
     }
 
     #[test]

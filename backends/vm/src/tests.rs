@@ -158,7 +158,9 @@ fn a_painted_wallpaper_reads_back_pixel_for_pixel() {
         let mut desktop = Desktop::start(97, 61, depth).unwrap();
         // A gradient with every channel moving, in 16-bit steps so that RGB565 keeps it exactly.
         let rgb: Vec<u8> = (0..61u32)
-            .flat_map(|y| (0..97u32).flat_map(move |x| [(x * 8 % 256) as u8, (y * 4 % 256) as u8, ((x + y) * 8 % 256) as u8]))
+            .flat_map(|y| {
+                (0..97u32).flat_map(move |x| [(x * 8 % 256) as u8, (y * 4 % 256) as u8, ((x + y) * 8 % 256) as u8])
+            })
             .collect();
         desktop.set_wallpaper(&rgb, 97, 61).unwrap();
         let mut back = Vec::new();
