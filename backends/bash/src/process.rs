@@ -67,16 +67,19 @@ fn signal(pid: i32, sig: libc::c_int) {
 
 /// Ends the shell `root` and everything it started; blocks for at most about `patience`.
 ///
-/// Descendants are killed first while the shell can still reap them; then the shell. Returns
+/// Descendants are killed first while the shell can still reap them; then the shell, unless it
+/// was already reaped (`root_reaped`: its pid may belong to another process by now). Returns
 /// when no descendant is left alive (zombies of another parent are not waited for).
-pub(crate) fn kill_tree(root: i32, patience: Duration) {
+pub(crate) fn kill_tree(root: i32, root_reaped: bool, patience: Duration) {
     let deadline = Instant::now() + patience;
+    let mut had_any = false;
     // Stop first so that nothing forks between the scan and the kill, then kill.
     for _ in 0..3 {
         let procs = descendants(root);
         if procs.is_empty() {
             break;
         }
+        had_any = true;
         for p in &procs {
             signal(p.pid, libc::SIGSTOP);
         }
@@ -85,7 +88,7 @@ pub(crate) fn kill_tree(root: i32, patience: Duration) {
         }
     }
     // Let the shell reap its children before it goes (an init may not reap orphans).
-    while Instant::now() < deadline {
+    while had_any && Instant::now() < deadline {
         let left = descendants(root);
         if left.iter().all(|p| p.zombie && p.ppid != root) {
             break;
@@ -95,10 +98,14 @@ pub(crate) fn kill_tree(root: i32, patience: Duration) {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    signal(root, libc::SIGKILL);
+    if !root_reaped {
+        signal(root, libc::SIGKILL);
+    }
     // Whatever forked in the meantime.
-    for p in descendants(root) {
-        signal(p.pid, libc::SIGKILL);
+    if had_any {
+        for p in descendants(root) {
+            signal(p.pid, libc::SIGKILL);
+        }
     }
 }
 
@@ -137,7 +144,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the tree did not start: {:?}", descendants(root));
             std::thread::sleep(Duration::from_millis(5));
         }
-        kill_tree(root, Duration::from_secs(2));
+        kill_tree(root, false, Duration::from_secs(2));
         child.wait().expect("the shell is reaped");
         let left: Vec<_> = descendants(root).into_iter().filter(|p| !p.zombie).collect();
         assert!(left.is_empty(), "left alive: {left:?}");

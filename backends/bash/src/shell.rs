@@ -226,7 +226,7 @@ impl Shell {
 
     /// Whether a command kept at its timeout is still running.
     pub fn is_running(&self) -> bool {
-        self.pending.as_ref().is_some_and(|p| p.kept)
+        self.pending.as_ref().is_some_and(|p| p.kept) && !self.shared.tty.lock().transcript.is_finished()
     }
 
     /// How the shell was started.
@@ -273,6 +273,10 @@ impl Shell {
         self.check_alive()?;
         let Some(pending) = self.pending.as_mut() else { return Err(Error::Idle) };
         pending.kept = true;
+        if self.shared.tty.lock().transcript.is_finished() {
+            // It ended since the last call: typing now would reach the shell instead.
+            return Ok(self.finished(start, false));
+        }
         let wake = if self.send(text.as_bytes(), deadline).await? {
             self.wait(deadline, Some(SETTLE)).await
         } else {
@@ -299,12 +303,13 @@ impl Shell {
     /// Kills the shell and everything it started, and reaps them.
     pub async fn close(mut self) {
         let pid = self.pid;
+        let reaped = !self.alive || self.shared.tty.lock().exit.is_some();
         let threads = std::mem::take(&mut self.threads);
         let scratch = self.scratch.take();
         self.stop = None;
         self.alive = false;
         let done = tokio::task::spawn_blocking(move || {
-            process::kill_tree(pid, Duration::from_millis(500));
+            process::kill_tree(pid, reaped, Duration::from_millis(500));
             for t in threads {
                 let _ = t.join();
             }
@@ -330,6 +335,11 @@ impl Shell {
     /// that a cancelled call left behind.
     async fn ready(&mut self) -> Result<()> {
         self.check_alive()?;
+        if self.pending.is_some() && self.shared.tty.lock().transcript.is_finished() {
+            // A kept command that has ended since: its last output is dropped with it.
+            self.pending = None;
+            let _ = self.shared.tty.lock().transcript.take_finished();
+        }
         match &self.pending {
             None => Ok(()),
             Some(p) if p.kept => Err(Error::Busy),
@@ -549,7 +559,8 @@ impl Shell {
     async fn kill(&mut self) {
         self.alive = false;
         let pid = self.pid;
-        let _ = tokio::task::spawn_blocking(move || process::kill_tree(pid, Duration::from_millis(500))).await;
+        let reaped = self.shared.tty.lock().exit.is_some();
+        let _ = tokio::task::spawn_blocking(move || process::kill_tree(pid, reaped, Duration::from_millis(500))).await;
     }
 
     async fn write_script(&mut self, command: String) -> Result<PathBuf> {
@@ -578,7 +589,8 @@ impl Shell {
 
 impl Drop for Shell {
     fn drop(&mut self) {
-        if self.alive || process::stat(self.pid).is_some_and(|s| !s.zombie) {
+        // Once not alive, the shell was already ended (and its pid may be reused): leave it.
+        if self.alive {
             process::kill_tree_now(self.pid);
         }
         // Closing the stop pipe ends the reader; the waiter ends once the shell is reaped.

@@ -417,7 +417,7 @@ impl Transcript {
                 }
                 self.col = to;
             }
-            b'G' => self.col = n.unwrap_or(1).max(1).min(MAX_LINE_CHARS) - 1,
+            b'G' => self.col = n.unwrap_or(1).clamp(1, MAX_LINE_CHARS) - 1,
             _ => {}
         }
     }
