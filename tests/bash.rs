@@ -148,6 +148,12 @@ async fn nothing_hangs_a_call_past_its_timeout() {
     }
     let e = run(&engine, "hang", json!({"command": "echo before; sleep 100", "timeout": 1})).await;
     assert_eq!((stdout(&e), &e.data["exit_code"]), ("before\n", &json!(130)));
+    // The shell itself ignoring SIGINT in a builtin loop: it is replaced, the call still returns.
+    let start = Instant::now();
+    let e = run(&engine, "hang", json!({"command": "trap '' INT; while :; do :; done", "timeout": 1})).await;
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert_eq!((e.code, &e.data["running"]), (2002, &json!(false)), "{}", e.message);
+    assert_eq!(ok(&engine, "hang", "echo fresh").await, "fresh\n");
     // A background job that keeps the terminal open does not hold the call.
     let start = Instant::now();
     assert_eq!(ok(&engine, "hang", "(sleep 30 &); sleep 31 & echo started").await.lines().last(), Some("started"));
@@ -222,6 +228,9 @@ async fn text_is_clean_utf8() {
     assert_eq!(out, "a\u{FFFD}b\nred\n100%\ndone\n");
     // Multi-line commands and the command's own text never show.
     assert_eq!(ok(&engine, "u8", "for i in 1 2; do\n  echo \"line $i\"\ndone").await, "line 1\nline 2\n");
+    // Even after a program turned the terminal's echo back on.
+    ok(&engine, "u8", "stty sane echo").await;
+    assert_eq!(ok(&engine, "u8", "echo clean").await, "clean\n");
     engine.shutdown(false, true).await;
 }
 
@@ -394,6 +403,10 @@ async fn session_config_is_applied_and_checked() {
         let e = create(&engine, "cfg-bad", config).await;
         assert_eq!((e.code, &e.data["field"]), (1002, &json!(field)), "{}", e.message);
     }
+    // A shell that cannot start: the session is not kept, and says why.
+    let e = create(&engine, "cfg-bad", json!({"shell": "/no/such/bash"})).await;
+    assert_eq!(e.code, 2001, "{}", e.message);
+    assert!(e.message.contains("/no/such/bash"), "{}", e.message);
     engine.shutdown(false, true).await;
     let _ = std::fs::remove_dir_all(dir);
 }

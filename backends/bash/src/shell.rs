@@ -248,6 +248,8 @@ impl Shell {
                 source_line(&nonce, &path)
             }
         };
+        // A program may have left echo on (`stty sane`): the command line must not show.
+        let _ = quiet_terminal(self.master_fd);
         self.shared.tty.lock().transcript.begin(&nonce);
         self.pending = Some(Pending { nonce, kept: false });
         let wake =
@@ -760,7 +762,7 @@ fn read_loop(fd: OwnedFd, stop: OwnedFd, shared: Arc<Shared>) {
     shared.notify.notify_waiters();
 }
 
-/// Echo off, so that what is typed (commands, input) never shows in the output.
+/// Echo off, so that what is typed (commands, input) never shows in the output; Ctrl-C on.
 fn quiet_terminal(fd: RawFd) -> Result<()> {
     // SAFETY: termios is plain data, filled by tcgetattr before use.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };
@@ -768,7 +770,11 @@ fn quiet_terminal(fd: RawFd) -> Result<()> {
     if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
         return Err(Error::Spawn(format!("cannot read the terminal mode: {}", std::io::Error::last_os_error())));
     }
-    t.c_lflag &= !(libc::ECHO | libc::ECHOE | libc::ECHOK | libc::ECHONL | libc::ECHOCTL);
+    let quiet = (t.c_lflag & !(libc::ECHO | libc::ECHOE | libc::ECHOK | libc::ECHONL | libc::ECHOCTL)) | libc::ISIG;
+    if quiet == t.c_lflag {
+        return Ok(());
+    }
+    t.c_lflag = quiet;
     // SAFETY: as above, with a termios read from the same terminal.
     if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) } != 0 {
         return Err(Error::Spawn(format!("cannot set the terminal mode: {}", std::io::Error::last_os_error())));
