@@ -395,3 +395,23 @@ async fn wait_done_and_fail_and_a_wait_longer_than_its_timeout() {
     assert!(temp.code == 0 && temp.meta.temporary_session, "{temp:?}");
     engine.shutdown(false, true).await;
 }
+
+#[tokio::test]
+async fn typing_stops_at_the_callers_timeout_and_says_how_far_it_got() {
+    let engine = engine();
+    session(&engine, "slow", json!({})).await;
+    // More distinct characters than there are spare keycodes: rebinding paces the typing.
+    let text: String = (0x4e00u32..0x4e00 + 200).filter_map(char::from_u32).collect();
+    let mut req = ExecuteRequest::new("slow", "vm:type", json!({"text": text}));
+    req.timeout = Some(0.3);
+    let start = Instant::now();
+    let cut = engine.execute_request(req).await;
+    assert_eq!(cut.code, 2002, "{}", cut.message);
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    let typed = cut.data["typed"].as_str().unwrap();
+    assert!(text.starts_with(typed) && !typed.is_empty() && typed.len() < text.len(), "{typed}");
+    assert_eq!(cut.data["length"].as_u64(), Some(typed.chars().count() as u64));
+    // The session is usable afterwards.
+    ok(engine.execute("slow", "vm:move", json!({"x": 1, "y": 1})).await);
+    engine.shutdown(false, true).await;
+}

@@ -6,6 +6,10 @@
 //! into JSON `data`. What a desktop does is left to `agentflow-vm`; sessions, timeouts and the
 //! envelope to the engine.
 //!
+//! With `display` set, the session attaches to that display and takes its size from it;
+//! `screen_size` and `depth` apply only to a private Xvfb.
+//!
+//! `vm:type` stops at the caller's timeout, answering 2002 with what it typed so far in `data`.
 //! `vm:wait` sleeps on the runtime, not on a blocking thread. When the caller's timeout is
 //! shorter than `seconds`, it waits until that timeout and answers 2002 with `data.waited`: the
 //! agent asked for more time than the call had, and is told so rather than getting a short wait
@@ -43,10 +47,10 @@ impl DesktopConfig {
                 let dims: Option<Vec<u64>> =
                     v.as_array().filter(|a| a.len() == 2).and_then(|a| a.iter().map(Value::as_u64).collect());
                 match dims.as_deref() {
-                    Some(&[w, h]) if (1..=16384).contains(&w) && (1..=16384).contains(&h) => {
+                    Some(&[w, h]) if (1..=8192).contains(&w) && (1..=8192).contains(&h) => {
                         out.screen_size = (w as u32, h as u32);
                     }
-                    _ => return Err(("screen_size", format!("expected [width, height] in 1..=16384, got {v}"))),
+                    _ => return Err(("screen_size", format!("expected [width, height] in 1..=8192, got {v}"))),
                 }
             }
         }
@@ -381,8 +385,17 @@ impl Backend for VmBackend {
             "type" => {
                 let text: String = param(&params, "text")?.unwrap_or_default();
                 let length = text.chars().count();
-                let typed = s.run(move |d| d.type_text(&text).map(|()| text)).await?;
-                Ok(json!({"typed": typed, "length": length}))
+                // Typing stops at the caller's timeout and says how far it got.
+                let deadline = ctx.timeout.map(|t| Instant::now() + t);
+                let (text, count) = s.run(move |d| d.type_text_until(&text, deadline).map(|n| (text, n))).await?;
+                if count < length {
+                    let typed: String = text.chars().take(count).collect();
+                    return Err(Error::Timeout {
+                        message: format!("vm:type typed {count} of {length} characters before the call's timeout"),
+                        data: json!({"typed": typed, "length": count}),
+                    });
+                }
+                Ok(json!({"typed": text, "length": length}))
             }
             "key" | "key_down" | "key_up" => {
                 let name: String = param(&params, "key")?.unwrap_or_default();

@@ -198,8 +198,8 @@ impl std::fmt::Debug for Desktop {
 impl Desktop {
     /// Starts a private Xvfb of `width`×`height` at `depth` bits (16 or 24) and opens it.
     pub fn start(width: u32, height: u32, depth: u8) -> Result<Desktop> {
-        if !(1..=16384).contains(&width) || !(1..=16384).contains(&height) {
-            return Err(Error::Start(format!("screen size {width}x{height} is outside 1..=16384")));
+        if !(1..=8192).contains(&width) || !(1..=8192).contains(&height) {
+            return Err(Error::Start(format!("screen size {width}x{height} is outside 1..=8192")));
         }
         if !matches!(depth, 16 | 24) {
             return Err(Error::Start(format!("depth {depth} is not 16 or 24")));
@@ -516,16 +516,33 @@ impl Desktop {
     }
 
     /// Types `text`, any Unicode: each character is pressed on its key, or on a spare keycode
-    /// bound to it when the keymap lacks it (see `keymap.rs`).
+    /// bound to it when the keymap lacks it (see `keymap.rs`). `\n`, and `\r\n` as one, press
+    /// Enter; `\t` Tab.
     pub fn type_text(&mut self, text: &str) -> Result<()> {
+        self.type_text_until(text, None).map(|_| ())
+    }
+
+    /// Like [`Desktop::type_text`], but stops before the next character once `deadline` has
+    /// passed, and returns how many characters were typed.
+    pub fn type_text_until(&mut self, text: &str, deadline: Option<Instant>) -> Result<usize> {
         self.guard(|d| {
             d.drain_events()?;
-            for c in text.chars() {
+            let mut typed = 0;
+            let mut chars = text.chars().peekable();
+            while let Some(c) = chars.next() {
+                if deadline.is_some_and(|t| Instant::now() >= t) {
+                    break;
+                }
+                typed += 1;
+                if c == '\r' && chars.peek() == Some(&'\n') {
+                    continue;
+                }
                 let stroke = d.stroke(Key::from_char(c).keysym())?;
                 d.press(stroke, true)?;
                 d.press(stroke, false)?;
             }
-            d.sync()
+            d.sync()?;
+            Ok(typed)
         })
     }
 
