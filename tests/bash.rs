@@ -250,7 +250,8 @@ async fn a_dead_shell_is_reported_and_replaced() {
     // Killed from outside, likewise.
     let pid: i32 = second_pid.trim().parse().unwrap();
     let e = run(&engine, "dead", json!({"command": format!("kill -9 {pid}")})).await;
-    assert_eq!(e.code, 2001, "{} {}", e.message, e.data);
+    assert_eq!((e.code, &e.data["exit_code"]), (2001, &json!(137)), "{} {}", e.message, e.data);
+    assert!(e.message.contains("killed by signal 9"), "{}", e.message);
     assert_eq!(ok(&engine, "dead", "echo again").await, "again\n");
     engine.shutdown(false, true).await;
 }

@@ -101,18 +101,18 @@ pub struct Outcome {
 }
 
 /// How a shell process ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {
-    /// Its exit status (1 when it was killed by a signal).
-    pub code: u32,
+    /// Its exit status, or 128 + the signal that killed it, as bash reports `$?`.
+    pub code: i32,
     /// The signal that killed it, if one did.
-    pub signal: Option<String>,
+    pub signal: Option<i32>,
 }
 
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.signal {
-            Some(s) => write!(f, "killed by {s}"),
+        match self.signal {
+            Some(s) => write!(f, "killed by signal {s}"),
             None => write!(f, "exit status {}", self.code),
         }
     }
@@ -536,11 +536,11 @@ impl Shell {
             notified.as_mut().enable();
             {
                 let tty = self.shared.tty.lock();
-                if let (true, Some(exit)) = (tty.eof, &tty.exit) {
-                    return exit.clone();
+                if let (true, Some(exit)) = (tty.eof, tty.exit) {
+                    return exit;
                 }
                 if Instant::now() >= deadline {
-                    return tty.exit.clone().unwrap_or(Exit { code: 1, signal: Some("an unknown cause".into()) });
+                    return tty.exit.unwrap_or(Exit { code: -1, signal: None });
                 }
             }
             let _ = tokio::time::timeout_at(deadline.into(), notified).await;
@@ -552,7 +552,7 @@ impl Shell {
         let exit = self.drain_exit().await;
         let mut partial = self.partial(start, false);
         partial.running = false;
-        partial.exit_code = Some(exit.code as i32);
+        partial.exit_code = Some(exit.code);
         self.pending = None;
         self.kill().await;
         Error::Exited { reason: format!("the shell exited ({exit})"), partial: Box::new(partial) }
@@ -657,12 +657,11 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
     let mut shell_threads = Vec::new();
     // From here on, a failure drops `guard`, which kills the shell.
     let waiter_shared = shared.clone();
-    let mut child = child;
+    // The waiter reaps the shell itself, to see the signal that killed it; the std handle that
+    // portable-pty returned is dropped without waiting (that neither kills nor reaps).
+    drop(child);
     let waiter = std::thread::Builder::new().name(format!("bash-wait-{pid}")).stack_size(64 * 1024).spawn(move || {
-        let exit = match child.wait() {
-            Ok(status) => Exit { code: status.exit_code(), signal: status.signal().map(str::to_owned) },
-            Err(e) => Exit { code: 1, signal: Some(format!("an unknown cause ({e})")) },
-        };
+        let exit = reap(pid);
         waiter_shared.tty.lock().exit = Some(exit);
         waiter_shared.notify.notify_waiters();
     });
@@ -720,6 +719,30 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
         scratch: None,
         config,
     })
+}
+
+/// Waits for the shell to end and reaps it.
+fn reap(pid: i32) -> Exit {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a live int.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            if libc::WIFSIGNALED(status) {
+                let sig = libc::WTERMSIG(status);
+                return Exit { code: 128 + sig, signal: Some(sig) };
+            }
+            if libc::WIFEXITED(status) {
+                return Exit { code: libc::WEXITSTATUS(status), signal: None };
+            }
+            continue;
+        }
+        if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        // Not our child any more (or no such process): nothing to reap.
+        return Exit { code: -1, signal: None };
+    }
 }
 
 /// The reader thread: terminal output into the transcript, until EOF or the stop pipe closes.
