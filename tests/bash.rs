@@ -335,14 +335,20 @@ async fn destroy_leaves_no_process_behind() {
 
 #[tokio::test]
 async fn dropping_the_engine_kills_the_shell() {
-    let shell: i32;
+    let (shell, job): (i32, Vec<i32>);
     {
         let engine = engine();
         assert_eq!(create(&engine, "drop", json!({})).await.code, 0);
         shell = ok(&engine, "drop", "sleep 1000.5151 & echo $$").await.lines().last().unwrap().trim().parse().unwrap();
+        assert!(eventually(Duration::from_secs(3), || !pids_with("1000.5151").is_empty()).await);
+        job = pids_with("1000.5151");
         assert!(in_process_table(shell));
     }
-    assert!(eventually(Duration::from_secs(3), || !in_process_table(shell) && pids_with("1000.5151").is_empty()).await);
+    // Dropped without shutdown: the shell and its job are killed and reaped (no zombie left).
+    assert!(
+        eventually(Duration::from_secs(3), || !in_process_table(shell) && job.iter().all(|&p| !in_process_table(p)))
+            .await
+    );
 }
 
 #[tokio::test]

@@ -592,8 +592,11 @@ impl Shell {
 impl Drop for Shell {
     fn drop(&mut self) {
         // Once not alive, the shell was already ended (and its pid may be reused): leave it.
+        // Otherwise end it here, children first so that it reaps them: this blocks for a few
+        // milliseconds (bounded), on a path taken only when nobody called `close`.
         if self.alive {
-            process::kill_tree_now(self.pid);
+            let reaped = self.shared.tty.lock().exit.is_some();
+            process::kill_tree(self.pid, reaped, Duration::from_millis(100));
         }
         // Closing the stop pipe ends the reader; the waiter ends once the shell is reaped.
         self.stop = None;
