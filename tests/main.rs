@@ -8,6 +8,8 @@ mod bash;
 mod client;
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "bash")]
+mod isolation;
 #[cfg(feature = "rag")]
 mod rag;
 #[cfg(feature = "vm")]

@@ -1,0 +1,1 @@
+//! Integration tests of isolation (jailed shells, limits) and fault tolerance.
