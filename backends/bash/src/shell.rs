@@ -788,7 +788,8 @@ fn read_loop(fd: OwnedFd, stop: OwnedFd, shared: Arc<Shared>) {
     shared.notify.notify_waiters();
 }
 
-/// Echo off, so that what is typed (commands, input) never shows in the output; Ctrl-C on.
+/// Echo off, so that what is typed (commands, input) never shows in the output; Ctrl-C on;
+/// output as programs write it.
 fn quiet_terminal(fd: RawFd) -> Result<()> {
     // SAFETY: termios is plain data, filled by tcgetattr before use.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };
@@ -797,10 +798,14 @@ fn quiet_terminal(fd: RawFd) -> Result<()> {
         return Err(Error::Spawn(format!("cannot read the terminal mode: {}", std::io::Error::last_os_error())));
     }
     let quiet = (t.c_lflag & !(libc::ECHO | libc::ECHOE | libc::ECHOK | libc::ECHONL | libc::ECHOCTL)) | libc::ISIG;
-    if quiet == t.c_lflag {
+    // No output post-processing (LF to CR LF): the transcript ends lines on LF either way, and
+    // the kernel's per-byte processing makes a PTY some 30 times slower.
+    let raw_output = t.c_oflag & !libc::OPOST;
+    if quiet == t.c_lflag && raw_output == t.c_oflag {
         return Ok(());
     }
     t.c_lflag = quiet;
+    t.c_oflag = raw_output;
     // SAFETY: as above, with a termios read from the same terminal.
     if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) } != 0 {
         return Err(Error::Spawn(format!("cannot set the terminal mode: {}", std::io::Error::last_os_error())));
