@@ -4,6 +4,7 @@
 //! - `vm:screenshot` through the engine (capture + RGB + PNG + base64 + the engine's own path) on
 //!   a desktop of six xterms full of text, then on a photo-like wallpaper (smooth colour fields
 //!   with sensor-like noise, which PNG compresses poorly);
+//! - the same with the xterms over the photo, the usual look of an agent's desktop;
 //! - its parts on the same screens: MIT-SHM capture alone, the pixel conversion, and PNG encoding
 //!   at each compression setting, printing the PNG sizes;
 //! - `vm:move` and `vm:click` through the engine, in-process.
@@ -60,20 +61,44 @@ fn bench(c: &mut Criterion, name: &str, mut f: impl FnMut()) {
     println!("{name}: p10 {:.3?}  p50 {:.3?}  p90 {:.3?}  ({} iterations)", at(0.1), at(0.5), at(0.9), samples.len());
 }
 
-/// Waits until two captures 100 ms apart are identical (every window has drawn).
-fn settle(desktop: &mut Desktop) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Waits until windows cover most of the `bare` screen and two captures 100 ms apart are
+/// identical (every window has drawn).
+fn settle(desktop: &mut Desktop, bare: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = Vec::new();
     while Instant::now() < deadline {
         let mut now = Vec::new();
         desktop.capture().expect("capture").to_rgb(&mut now);
-        if now == last {
+        let uncovered = now.chunks_exact(3).zip(bare.chunks_exact(3)).filter(|(a, b)| a == b).count();
+        if now == last && uncovered < now.len() / 3 / 4 {
             return;
         }
         last = now;
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("the screen did not settle");
+    panic!("the windows did not settle");
+}
+
+/// Six xterms full of text, tiled over the screen, once they have drawn.
+fn terminals(desktop: &mut Desktop) -> Clients {
+    let mut bare = Vec::new();
+    desktop.capture().expect("capture").to_rgb(&mut bare);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let files = ["src/engine.rs", "src/tool.rs", "src/error.rs", "Cargo.lock", "src/protocol.rs", "src/backend.rs"];
+    let mut clients = Clients(Vec::new());
+    for (i, file) in files.iter().enumerate() {
+        let geometry = format!("104x40+{}+{}", (i % 3) * 640, (i / 3) * 540);
+        let child = Command::new("xterm")
+            .args(["-hold", "-geometry", &geometry, "-T", file, "-e", "cat", &format!("{root}/{file}")])
+            .env("DISPLAY", desktop.display())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("xterm (Debian: xterm)");
+        clients.0.push(child);
+    }
+    settle(desktop, &bare);
+    clients
 }
 
 /// A 1920×1080 photo-like picture: smooth colour fields plus per-pixel noise.
@@ -135,21 +160,7 @@ fn main() {
     // A desktop of windows and text: six xterms over a flat background.
     let status = Command::new("xsetroot").args(["-solid", "#3b6ea5"]).env("DISPLAY", &display).status();
     assert!(status.expect("xsetroot (Debian: x11-xserver-utils)").success());
-    let root = env!("CARGO_MANIFEST_DIR");
-    let files = ["src/engine.rs", "src/tool.rs", "src/error.rs", "Cargo.lock", "src/protocol.rs", "src/backend.rs"];
-    let mut clients = Clients(Vec::new());
-    for (i, file) in files.iter().enumerate() {
-        let geometry = format!("104x40+{}+{}", (i % 3) * 640, (i / 3) * 540);
-        let child = Command::new("xterm")
-            .args(["-hold", "-geometry", &geometry, "-T", file, "-e", "cat", &format!("{root}/{file}")])
-            .env("DISPLAY", &display)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("xterm (Debian: xterm)");
-        clients.0.push(child);
-    }
-    settle(&mut desktop);
+    let clients = terminals(&mut desktop);
 
     let mut c = Criterion::default()
         .sample_size(20)
@@ -187,6 +198,17 @@ fn main() {
     });
     desktop.capture().unwrap().to_rgb(&mut rgb);
     encodings(&mut c, "photo", &rgb, &settings[..3]);
+
+    // The usual agent's screen: windows over a photo wallpaper.
+    let clients = terminals(&mut desktop);
+    let shot = call("vm:screenshot", json!({}));
+    println!("vm:screenshot, photo with windows: base64 {} KB", shot["image"].as_str().unwrap().len() / 1024);
+    bench(&mut c, "vm/screenshot/photo_with_windows", || {
+        call("vm:screenshot", json!({}));
+    });
+    desktop.capture().unwrap().to_rgb(&mut rgb);
+    println!("auto picks {:?} for photo with windows", agentflow_vm::choose(&rgb, WIDTH, HEIGHT));
+    drop(clients);
 
     let mut i = 0i64;
     bench(&mut c, "vm/move", || {
