@@ -396,6 +396,25 @@ impl Shell {
                 Wake::Deadline | Wake::Settled => {}
             }
         }
+        if group == self.pid {
+            // The shell is in the foreground: either at its prompt, having never read the whole
+            // command line (a call cancelled while typing it), or running a builtin that ignores
+            // SIGINT. A fresh nonce tells which.
+            let nonce = nonce();
+            self.shared.tty.lock().transcript.expect(&nonce);
+            let line = format!("__af_n={nonce}\n");
+            if self.send(line.as_bytes(), Instant::now() + INTERRUPT_GRACE).await? {
+                match self.wait(Instant::now() + INTERRUPT_GRACE, None).await {
+                    Wake::Finished => {
+                        let mut outcome = self.finished(start, timed_out);
+                        outcome.exit_code = None;
+                        return Ok(outcome);
+                    }
+                    Wake::Exited => return Err(self.exited(start).await),
+                    Wake::Deadline | Wake::Settled => {}
+                }
+            }
+        }
         // The shell itself ignores SIGINT (a builtin loop under `trap '' INT`) or is wedged.
         let mut outcome = self.partial(start, timed_out);
         outcome.running = false;
@@ -982,6 +1001,23 @@ mod shell_tests {
         assert_eq!(out.output, "before\n");
         let out = sh.run("echo ok", T, OnTimeout::Interrupt).await.unwrap();
         assert_eq!(out.output, "ok\n");
+        sh.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_command_line_cut_short_is_recovered() {
+        let mut sh = shell().await;
+        // As if a call had been cancelled while typing its command line.
+        let n = nonce();
+        sh.shared.tty.lock().transcript.begin(&n);
+        sh.pending = Some(Pending { nonce: n.clone(), kept: false });
+        let half = inline_line(&n, "echo never").unwrap();
+        assert!(sh.send(&half.as_bytes()[..half.len() / 2], Instant::now() + T).await.unwrap());
+        let start = Instant::now();
+        let out = sh.run("echo recovered", T, OnTimeout::Interrupt).await.unwrap();
+        assert_eq!((out.output.as_str(), out.exit_code), ("recovered\n", Some(0)));
+        assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+        assert!(sh.is_alive());
         sh.close().await;
     }
 }

@@ -184,6 +184,12 @@ impl Transcript {
         self.expected = Some(format!("{MARKER_OSC};{nonce};").into_bytes());
     }
 
+    /// Waits for the marker carrying `nonce` instead, keeping the output so far.
+    pub(crate) fn expect(&mut self, nonce: &str) {
+        self.finished = None;
+        self.expected = Some(format!("{MARKER_OSC};{nonce};").into_bytes());
+    }
+
     /// Bytes fed so far.
     pub(crate) fn fed(&self) -> u64 {
         self.fed
