@@ -9,7 +9,7 @@
 //! nothing of sessions, JSON, tool names or HTTP: the `agentflow-sandbox` engine adapts it in
 //! `src/backends/bash.rs`. Linux only (it reads `/proc`).
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
 //! use agentflow_bash::{OnTimeout, Shell, ShellConfig};
 //!
