@@ -45,7 +45,8 @@ impl BashBackend {
     /// A backend whose sessions start from these config defaults (keys as in the module
     /// documentation); a wrong key or value is a configuration error.
     pub fn new(defaults: Map<String, Value>) -> Result<Self> {
-        SessionConfig::parse(&defaults).map_err(|e| Error::Config(format!("bash backend: {e}")))?;
+        let config = SessionConfig::parse(&defaults).map_err(|e| Error::Config(format!("bash backend: {e}")))?;
+        config.check_cwd().map_err(|e| Error::Config(format!("bash backend: {e}")))?;
         Ok(BashBackend { defaults })
     }
 }
@@ -66,9 +67,6 @@ impl SessionConfig {
             match key.as_str() {
                 "cwd" => {
                     let dir = value.as_str().ok_or_else(|| bad("expected a directory path (a string)"))?;
-                    if !std::path::Path::new(dir).is_dir() {
-                        return Err(bad(&format!("'{dir}' is not a directory")));
-                    }
                     shell.cwd = Some(PathBuf::from(dir));
                 }
                 "env" => {
@@ -120,6 +118,14 @@ impl SessionConfig {
             }
         }
         Ok(SessionConfig { shell, timeout })
+    }
+
+    /// The working directory must exist (a file-system look-up: not on a runtime thread).
+    fn check_cwd(&self) -> Result<()> {
+        match &self.shell.cwd {
+            Some(dir) if !dir.is_dir() => Err(Error::param("cwd", format!("'{}' is not a directory", dir.display()))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -192,6 +198,9 @@ impl Backend for BashBackend {
 
     async fn create_session(&self, config: &Map<String, Value>) -> Result<SessionState> {
         let config = SessionConfig::parse(&merge_config(&self.defaults, config))?;
+        let config = tokio::task::spawn_blocking(move || config.check_cwd().map(|_| config))
+            .await
+            .map_err(|e| Error::Internal(format!("cwd check failed: {e}")))??;
         let mut session = BashSession { config, shell: None };
         session.shell().await?;
         Ok(Box::new(session))
@@ -307,7 +316,6 @@ mod tests {
         assert_eq!(field(json!({"colour": true})), "colour");
         assert_eq!(field(json!({"timeout": "30"})), "timeout");
         assert_eq!(field(json!({"timeout": 0})), "timeout");
-        assert_eq!(field(json!({"cwd": "/no/such/dir"})), "cwd");
         assert_eq!(field(json!({"env": {"A": [1]}})), "env.A");
         assert_eq!(field(json!({"rows": 1})), "rows");
         assert_eq!(field(json!({"max_output_bytes": 10})), "max_output_bytes");
