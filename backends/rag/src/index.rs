@@ -13,16 +13,21 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING};
 use tantivy::tokenizer::TextAnalyzer;
-use tantivy::{IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use crate::corpus::{CorpusReader, CorpusStamp, Document};
 use crate::error::{Error, Result};
 
 /// The analyzer of `title` and `content`: words, lowercased, English Snowball stems.
 const ANALYZER: &str = "en_stem";
+
+/// Bytes of documents compressed together in the doc store. A hit costs the decompression of
+/// its block: small blocks keep fetching ten hits cheap (16 KiB, tantivy's default, measured
+/// about 100 µs more per top-10 search than 2 KiB on 100,000 passages) for a slightly larger store.
+const DOCSTORE_BLOCK: usize = 2048;
 
 /// The smallest indexing memory tantivy accepts per indexing thread.
 pub const MIN_WRITER_MEMORY: usize = 15_000_000;
@@ -119,6 +124,15 @@ fn schema() -> (Schema, Fields) {
     (builder.build(), Fields { id, title, content })
 }
 
+fn create(dir: Option<&Path>) -> Result<tantivy::Index> {
+    let settings = IndexSettings { docstore_blocksize: DOCSTORE_BLOCK, ..IndexSettings::default() };
+    let builder = tantivy::Index::builder().schema(schema().0).settings(settings);
+    Ok(match dir {
+        None => builder.create_in_ram()?,
+        Some(dir) => builder.create_in_dir(dir)?,
+    })
+}
+
 /// A searchable document collection. See the module documentation.
 pub struct Index {
     index: tantivy::Index,
@@ -148,7 +162,7 @@ impl Index {
     pub fn open(options: &Options) -> Result<Index> {
         check_memory(options.writer_memory)?;
         let (index, existed) = match &options.index_dir {
-            None => (tantivy::Index::create_in_ram(schema().0), false),
+            None => (create(None)?, false),
             Some(dir) => open_dir(dir)?,
         };
         let origin = if existed { Origin::Reopened } else { Origin::Empty };
@@ -164,7 +178,7 @@ impl Index {
         check_memory(options.writer_memory)?;
         let stamp = CorpusStamp::of(corpus)?;
         let index = match &options.index_dir {
-            None => tantivy::Index::create_in_ram(schema().0),
+            None => create(None)?,
             Some(dir) => {
                 let (index, existed) = open_dir(dir)?;
                 if existed && CorpusStamp::saved(dir).as_ref() == Some(&stamp) {
@@ -229,15 +243,26 @@ impl Index {
     }
 
     /// Every word of the query, analysed as the documents are, looked up in the title and the
-    /// content; a document's score is the sum of its BM25 scores for each.
+    /// content; a document's score is the sum of its BM25 scores for each, a word that occurs
+    /// `n` times in the query counting `n` times (one boosted term: its postings are read once).
     fn query(&self, text: &str) -> BooleanQuery {
         let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(text);
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut words: Vec<(String, f32)> = Vec::new();
         while let Some(token) = stream.next() {
+            match words.iter_mut().find(|(w, _)| *w == token.text) {
+                Some((_, n)) => *n += 1.0,
+                None => words.push((token.text.clone(), 1.0)),
+            }
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(words.len() * 2);
+        for (word, n) in &words {
             for field in [self.fields.title, self.fields.content] {
-                let term = Term::from_field_text(field, &token.text);
-                clauses.push((Occur::Should, Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs))));
+                let term = TermQuery::new(Term::from_field_text(field, word), IndexRecordOption::WithFreqs);
+                // A boost keeps the term scorer (and its block-max pruning) underneath.
+                let query: Box<dyn Query> =
+                    if *n == 1.0 { Box::new(term) } else { Box::new(BoostQuery::new(Box::new(term), *n)) };
+                clauses.push((Occur::Should, query));
             }
         }
         BooleanQuery::new(clauses)
@@ -362,7 +387,7 @@ fn open_dir(dir: &Path) -> Result<(tantivy::Index, bool)> {
     if entries.any(|e| e.map_or(true, |e| e.file_name() != crate::corpus::STAMP_FILE)) {
         return Err(bad("it is not empty and holds no index: choose an empty or new directory".into()));
     }
-    Ok((tantivy::Index::create_in_dir(dir, schema().0)?, false))
+    Ok((create(Some(dir))?, false))
 }
 
 /// Streams the corpus into `index` (replacing what it held) and commits; nothing is committed if
@@ -390,6 +415,11 @@ fn build(index: &tantivy::Index, corpus: &Path, memory: usize, cancel: &AtomicBo
         documents += 1;
     }
     writer.commit()?;
+    // One segment: a search then sets up and prunes once rather than per segment.
+    let segments = index.searchable_segment_ids()?;
+    if segments.len() > 1 {
+        writer.merge(&segments).wait()?;
+    }
     writer.wait_merging_threads()?;
     Ok(documents)
 }
