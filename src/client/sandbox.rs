@@ -273,11 +273,18 @@ impl Sandbox {
                 .await
                 .map_err(|e| Error::Server(format!("spawning the server panicked: {e}")))??;
         let deadline = Instant::now() + config.startup_timeout;
+        // One quick try per poll: the client's own retries would only slow the polling down.
+        let probe = HttpServiceClient::new(HttpClientConfig {
+            max_retries: 0,
+            timeout: Duration::from_secs(2),
+            auto_heartbeat: false,
+            ..client.config().clone()
+        })?;
         loop {
             if let Some(status) = process.exited() {
                 return Err(Error::Server(format!("the server exited ({status}) before answering /health")));
             }
-            match client.health().await {
+            match probe.health().await {
                 Ok(_) => break,
                 Err(e) if Instant::now() >= deadline => {
                     drop(tokio::task::spawn_blocking(move || process.stop()));

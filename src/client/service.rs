@@ -173,7 +173,9 @@ impl Transport {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeout.min(Duration::from_secs(10))));
-        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        // Idle connections are dropped before hyper's 30 s header-read timeout can close them
+        // under a request about to be sent.
+        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(20)).build(connector);
         Ok(Transport { http, base, worker, auth, max_retries: config.max_retries })
     }
 
