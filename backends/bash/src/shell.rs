@@ -26,7 +26,7 @@ use crate::transcript::{Finished, Transcript, MARKER_OSC};
 use crate::{Error, Result};
 
 /// How long a foreground program has to die of SIGINT before it gets SIGKILL.
-pub const INTERRUPT_GRACE: Duration = Duration::from_millis(400);
+pub const INTERRUPT_GRACE: Duration = Duration::from_millis(300);
 /// How long the shell has to print its marker after its foreground program got SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(1);
 /// How long a new shell has to become ready.
