@@ -453,7 +453,7 @@ mod tests {
         std::fs::write(path, lines.join("\n") + "\n").unwrap();
     }
 
-    const NOT_CANCELLED: AtomicBool = AtomicBool::new(false);
+    static NOT_CANCELLED: AtomicBool = AtomicBool::new(false);
 
     #[test]
     fn shipped_corpus_loads_and_answers() {
