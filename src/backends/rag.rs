@@ -148,8 +148,15 @@ pub fn context(hits: &[Hit]) -> String {
 
 fn hits_json(hits: &[Hit]) -> Value {
     Value::Array(
-        hits.iter().map(|h| json!({"id": h.id, "title": h.title, "content": h.content, "score": h.score})).collect(),
+        hits.iter()
+            .map(|h| json!({"id": h.id, "title": h.title, "content": h.content, "score": score(h.score)}))
+            .collect(),
     )
+}
+
+/// The score as its shortest decimal (4.8623233, not the f64 widening 4.86232328414917).
+fn score(s: f32) -> f64 {
+    s.to_string().parse().unwrap_or(f64::from(s))
 }
 
 fn check_query(field: &str, query: &str) -> Result<()> {
@@ -184,6 +191,13 @@ fn document(i: usize, value: &Value) -> Result<Document> {
         Some(other) => return Err(Error::param(field("title"), format!("expected a string, got {other}"))),
     };
     Ok(Document { id, title, content })
+}
+
+impl Drop for RagBackend {
+    /// A load still running stops at its next line.
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Release);
+    }
 }
 
 #[async_trait]
