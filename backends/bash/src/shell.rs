@@ -320,7 +320,7 @@ impl Shell {
             }
         });
         let _ = done.await;
-        // Drop finds nothing left to do but the (already dead) process group check.
+        // Drop has nothing left to do: `alive` is false.
     }
 
     // ---- the steps -----------------------------------------------------------------------
@@ -370,15 +370,7 @@ impl Shell {
             Wake::Finished => {
                 let mut outcome = self.finished(start, timed_out);
                 // bash ends a line after a job killed by SIGINT, as the terminal showed `^C`.
-                if outcome.exit_code == Some(130)
-                    && (outcome.output.ends_with(
-                        "
-
-",
-                    ) || outcome.output
-                        == "
-")
-                {
+                if outcome.exit_code == Some(130) && (outcome.output.ends_with("\n\n") || outcome.output == "\n") {
                     outcome.output.pop();
                 }
                 return Ok(outcome);
