@@ -300,6 +300,15 @@ impl Desktop {
         matches!(self.capture, Capture::Shared(_))
     }
 
+    /// Captures over the socket from now on, as with a server that cannot share memory.
+    #[cfg(test)]
+    pub(crate) fn use_socket_capture(&mut self) {
+        if let Capture::Shared(segment) = &self.capture {
+            let _ = shm::detach(&self.conn, segment.seg);
+        }
+        self.capture = Capture::Socket(Vec::new());
+    }
+
     /// Checks that `(x, y)` is on the screen.
     pub fn check_point(&self, x: i64, y: i64) -> Result<(i16, i16)> {
         let (w, h) = self.size();

@@ -174,3 +174,17 @@ fn a_painted_wallpaper_reads_back_pixel_for_pixel() {
         assert!(matches!(desktop.set_wallpaper(&rgb, 98, 61), Err(Error::Image(_))));
     }
 }
+
+#[test]
+fn capture_over_the_socket_matches_shared_memory() {
+    let mut desktop = Desktop::start(200, 100, 24).unwrap();
+    let rgb: Vec<u8> = (0..200u32 * 100 * 3).map(|i| (i * 7 % 253) as u8).collect();
+    desktop.set_wallpaper(&rgb, 200, 100).unwrap();
+    let (mut shared, mut socket) = (Vec::new(), Vec::new());
+    desktop.capture().unwrap().to_rgb(&mut shared);
+    desktop.use_socket_capture();
+    assert!(!desktop.shared_memory());
+    desktop.capture().unwrap().to_rgb(&mut socket);
+    assert_eq!(shared, rgb);
+    assert_eq!(socket, rgb);
+}
