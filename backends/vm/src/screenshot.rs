@@ -175,7 +175,14 @@ impl Frame<'_> {
         for (row, dst) in out.chunks_exact_mut(w * 3).enumerate() {
             let src = &self.data[row * self.format.stride..][..w * bytes];
             if self.format.is_bgrx() {
-                for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(4)) {
+                // Four pixels at a time: fixed-size arrays let the compiler drop bounds checks.
+                let mut quads = dst.chunks_exact_mut(12).zip(src.chunks_exact(16));
+                for (d, s) in &mut quads {
+                    let (d, s): (&mut [u8; 12], &[u8; 16]) = (d.try_into().unwrap(), s.try_into().unwrap());
+                    *d = [s[2], s[1], s[0], s[6], s[5], s[4], s[10], s[9], s[8], s[14], s[13], s[12]];
+                }
+                let done = w / 4 * 4;
+                for (d, s) in dst[done * 3..].chunks_exact_mut(3).zip(src[done * 4..].chunks_exact(4)) {
                     d.copy_from_slice(&[s[2], s[1], s[0]]);
                 }
             } else {
@@ -222,6 +229,25 @@ pub fn encode_png_with(rgb: &[u8], width: u32, height: u32, compression: Compres
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bgrx_rows_of_any_width_convert() {
+        let format = PixelFormat {
+            bits_per_pixel: 32,
+            stride: 7 * 4,
+            scanline_pad: 32,
+            big_endian: false,
+            red_mask: 0xff_0000,
+            green_mask: 0xff00,
+            blue_mask: 0xff,
+        };
+        let data: Vec<u8> = (0..7 * 4 * 2).map(|i| i as u8).collect();
+        let frame = Frame { width: 7, height: 2, format, data: &data };
+        let mut rgb = Vec::new();
+        frame.to_rgb(&mut rgb);
+        let expected: Vec<u8> = data.chunks(4).flat_map(|p| [p[2], p[1], p[0]]).collect();
+        assert_eq!(rgb, expected);
+    }
 
     #[test]
     fn channels_scale_to_full_range() {
