@@ -253,6 +253,15 @@ async fn a_dead_shell_is_reported_and_replaced() {
     assert_eq!((e.code, &e.data["exit_code"]), (2001, &json!(137)), "{} {}", e.message, e.data);
     assert!(e.message.contains("killed by signal 9"), "{}", e.message);
     assert_eq!(ok(&engine, "dead", "echo again").await, "again\n");
+    // Killed between calls: the next call says so, without running its command; the one after runs.
+    let pid: i32 = ok(&engine, "dead", "echo $$").await.trim().parse().unwrap();
+    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is this test's own shell.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(eventually(Duration::from_secs(3), || matches!(state_of(pid), None | Some('Z'))).await);
+    let e = run(&engine, "dead", json!({"command": "echo lost"})).await;
+    assert_eq!((e.code, &e.data["exit_code"]), (2001, &json!(137)), "{} {}", e.message, e.data);
+    assert!(e.message.contains("killed by signal 9"), "{}", e.message);
+    assert_eq!(ok(&engine, "dead", "echo fresh").await, "fresh\n");
     engine.shutdown(false, true).await;
 }
 

@@ -337,6 +337,15 @@ impl Shell {
     /// that a cancelled call left behind.
     async fn ready(&mut self) -> Result<()> {
         self.check_alive()?;
+        if self.shared.tty.lock().exit.is_some() {
+            // Killed from outside, or ended by a job, since the last call.
+            return Err(match self.exited(Instant::now()).await {
+                Error::Exited { reason, partial } => {
+                    Error::Exited { reason: format!("{reason} since the last call"), partial }
+                }
+                other => other,
+            });
+        }
         if self.pending.is_some() && self.shared.tty.lock().transcript.is_finished() {
             // A kept command that has ended since: its last output is dropped with it.
             self.pending = None;
