@@ -158,15 +158,30 @@ impl Drop for Xvfb {
     }
 }
 
-/// A close-on-exec pipe: (read end, write end).
+/// A close-on-exec pipe: (read end, write end), both above the standard descriptors (a process
+/// started with stdin closed would otherwise get fd 0, which the child's stdin then replaces).
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let failed = |what: &str| Error::Start(format!("cannot make a pipe ({what}): {}", std::io::Error::last_os_error()));
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(Error::Start(format!("cannot make a pipe: {}", std::io::Error::last_os_error())));
+        return Err(failed("pipe2"));
     }
     // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let lift = |fd: OwnedFd| -> Result<OwnedFd> {
+        if fd.as_raw_fd() > 2 {
+            return Ok(fd);
+        }
+        // SAFETY: duplicating an open descriptor; the copy is owned by the new OwnedFd.
+        let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+        if copy == -1 {
+            return Err(failed("dup"));
+        }
+        // SAFETY: fcntl returned a fresh descriptor.
+        Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+    };
+    Ok((lift(read)?, lift(write)?))
 }
 
 /// Reads the display number Xvfb writes to `-displayfd`, up to `deadline`.
