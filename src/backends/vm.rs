@@ -87,7 +87,7 @@ impl VmSession {
             if v < 0 || v >= i64::from(max) {
                 return Err(Error::param(
                     field,
-                    format!("{v} is outside the {w}x{h} screen ({field} must be in 0..{})", max - 1),
+                    format!("{v} is outside the {w}x{h} screen ({field} must be between 0 and {})", max - 1),
                 ));
             }
         }
