@@ -182,15 +182,11 @@ impl Shell {
     /// Starts a shell and waits until it is ready for its first command.
     pub async fn spawn(config: ShellConfig) -> Result<Shell> {
         let nonce = nonce();
-        let init = init_line(&nonce);
         let mut shell = tokio::task::spawn_blocking(move || start(config, &nonce))
             .await
             .map_err(|e| Error::Spawn(format!("spawn task failed: {e}")))??;
         let deadline = Instant::now() + START_TIMEOUT;
         shell.pending = Some(Pending { nonce: String::new(), kept: false });
-        if !shell.send(init.as_bytes(), deadline).await? {
-            return Err(Error::Spawn("the shell did not read its set-up".into()));
-        }
         match shell.wait(deadline, None).await {
             Wake::Finished => {
                 let f = shell.take_finished();
@@ -640,6 +636,14 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
     let pair = native_pty_system().openpty(size).map_err(|e| spawn_err("cannot open a terminal", &e))?;
     let master_fd = pair.master.as_raw_fd().ok_or_else(|| Error::Spawn("the terminal has no descriptor".into()))?;
     quiet_terminal(master_fd)?;
+    // The set-up is typed ahead, before the shell starts: it reads it as soon as it is up.
+    let init = init_line(init_nonce);
+    // SAFETY: writes from a live string to the open (still blocking) PTY master; the terminal's
+    // input queue is empty and larger than the line, so this does not wait.
+    let typed = unsafe { libc::write(master_fd, init.as_ptr().cast(), init.len()) };
+    if typed != init.len() as isize {
+        return Err(Error::Spawn(format!("cannot type the set-up: {}", std::io::Error::last_os_error())));
+    }
 
     let mut argv: Vec<OsString> = config.wrapper.clone();
     argv.push(config.program.clone().into_os_string());
