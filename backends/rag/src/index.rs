@@ -544,6 +544,33 @@ mod tests {
         assert!(index.search("?!", 5).unwrap().is_empty(), "no words: no match, not an error");
     }
 
+    /// Scores checked against the BM25 formula computed here (k1 = 1.2, b = 0.75, Lucene's idf),
+    /// on passages short enough for tantivy's field lengths to be exact.
+    #[test]
+    fn scores_are_bm25() {
+        let passages = ["apple banana apple", "banana cherry", "cherry date elder fig", "apple"];
+        let index = Index::open(&Options::default()).unwrap();
+        let docs = passages.iter().enumerate();
+        index
+            .add(docs.map(|(i, p)| Document { id: Some(i.to_string()), title: None, content: p.to_string() }).collect())
+            .unwrap();
+        let lengths: Vec<f32> = passages.iter().map(|p| p.split(' ').count() as f32).collect();
+        let average = lengths.iter().sum::<f32>() / lengths.len() as f32;
+        let bm25 = |term: &str, doc: usize| {
+            let n = passages.iter().filter(|p| p.split(' ').any(|w| w == term)).count() as f32;
+            let idf = (1.0 + (passages.len() as f32 - n + 0.5) / (n + 0.5)).ln();
+            let tf = passages[doc].split(' ').filter(|w| *w == term).count() as f32;
+            idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * lengths[doc] / average))
+        };
+        for (query, terms) in [("apple", &["apple"][..]), ("banana cherry", &["banana", "cherry"][..])] {
+            for hit in index.search(query, 10).unwrap() {
+                let doc: usize = hit.id.parse().unwrap();
+                let expected: f32 = terms.iter().map(|t| bm25(t, doc)).sum();
+                assert!((hit.score - expected).abs() < 1e-4, "{query:?} doc {doc}: {} vs {expected}", hit.score);
+            }
+        }
+    }
+
     #[test]
     fn stems_and_ranks_by_bm25() {
         let index = Index::open(&Options::default()).unwrap();
