@@ -157,6 +157,16 @@ fn session_create(c: &mut Criterion) {
         engine.shutdown(false, true).await;
         (direct, through_engine)
     });
+    // The floor on this machine at this moment: a bare bash started and ended, no terminal.
+    let floor: Vec<Duration> = (0..200)
+        .map(|_| {
+            let start = Instant::now();
+            let status = std::process::Command::new("/bin/bash").args(["--noprofile", "--norc", "-c", "exit"]).status();
+            assert!(status.unwrap().success());
+            start.elapsed()
+        })
+        .collect();
+    percentiles("reference: bash -c exit (std::process, no PTY)", floor);
     percentiles("Shell::spawn to ready", create_samples);
     percentiles("engine create_session (bash)", engine_samples);
 }
