@@ -186,6 +186,9 @@ async fn pagers_never_block() {
     let engine = engine();
     let dir = temp_dir("pager");
     assert_eq!(create(&engine, "pg", json!({"cwd": dir.display().to_string()})).await.code, 0);
+    // The programs this test is about must be there (CI installs them): fail loudly if not.
+    let e = run(&engine, "pg", json!({"command": "command -v git man less more"})).await;
+    assert_eq!(e.data["exit_code"], json!(0), "missing system packages (git, man-db, less): {}", e.data);
     ok(&engine, "pg", "git init -q . && for i in $(seq 1 60); do echo $i > f; git add f; git -c user.name=a -c user.email=a@b commit -qm \"commit $i\"; done").await;
     for command in [
         "git log",
