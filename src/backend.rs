@@ -86,7 +86,7 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// Downcasts a session's state to the backend's own type; a mismatch is an internal error.
-pub fn state_mut<'s, T: 'static>(session: Option<&'s mut SessionState>) -> Result<&'s mut T> {
+pub fn state_mut<T: 'static>(session: Option<&mut SessionState>) -> Result<&mut T> {
     session
         .and_then(|s| s.downcast_mut::<T>())
         .ok_or_else(|| crate::Error::Internal("session state of the wrong type".into()))

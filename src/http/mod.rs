@@ -6,6 +6,9 @@
 //! page. Authentication, the body limit, the concurrency limit and the request timeout are one
 //! middleware layer in front of the routes. What a call does is the engine's.
 
+// Handlers answer their rejections as ready `Response`s; boxing them would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 mod compat;
 
 use std::collections::HashMap;
