@@ -251,6 +251,15 @@ async fn typed_unicode_reaches_cat_in_xterm_byte_for_byte_and_ctrl_c_stops_it() 
     assert!(arrived, "cat wrote {:?}", String::from_utf8_lossy(&written));
     assert_eq!(String::from_utf8_lossy(&written), String::from_utf8_lossy(&expected));
     assert_eq!(written, expected);
+    // A Windows line end is one Enter, not two.
+    ok(engine.execute("typist", "vm:type", json!({"text": "x\r\ny\n"})).await);
+    let expected = format!("{text}\nx\ny\n").into_bytes();
+    let arrived = eventually(PATIENCE, || {
+        written = std::fs::read(&file).unwrap_or_default();
+        written.len() >= expected.len()
+    })
+    .await;
+    assert!(arrived && written == expected, "cat wrote {:?}", String::from_utf8_lossy(&written));
 
     // Ctrl-C ends cat, its shell, and so the xterm.
     ok(engine.execute("typist", "vm:hotkey", json!({"keys": ["ctrl", "c"]})).await);

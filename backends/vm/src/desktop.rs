@@ -490,6 +490,7 @@ impl Desktop {
             let stroke = d.stroke(key.keysym())?;
             d.press(stroke, true)?;
             d.held_keys.insert(key.keysym(), stroke);
+            d.keymap.hold(stroke.keycode, true);
             d.sync()
         })
     }
@@ -503,6 +504,7 @@ impl Desktop {
                 None => d.stroke(key.keysym())?,
             };
             d.press(stroke, false)?;
+            d.keymap.hold(stroke.keycode, false);
             d.sync()
         })
     }

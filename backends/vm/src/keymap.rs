@@ -12,7 +12,7 @@
 //! happens only once the keycode has been unused for [`REBIND_AGE`], and all are undone when the
 //! desktop closes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::keys::SHIFT_L;
@@ -69,6 +69,8 @@ pub(crate) struct Keymap {
     bound: HashMap<u8, Bound>,
     /// Keycodes whose binding this desktop changed and whose MappingNotify is still to come.
     own_changes: Vec<u8>,
+    /// Keycodes held down: never rebound until released.
+    held: HashSet<u8>,
 }
 
 impl Keymap {
@@ -132,7 +134,7 @@ impl Keymap {
         if let Some(&keycode) = self.spare.iter().find(|k| !self.bound.contains_key(k)) {
             return Plan::Bind(Binding { keycode, keysym, wait: Duration::ZERO });
         }
-        match self.bound.iter().min_by_key(|(_, b)| b.last_used) {
+        match self.bound.iter().filter(|(k, _)| !self.held.contains(k)).min_by_key(|(_, b)| b.last_used) {
             Some((&keycode, b)) => {
                 let wait = REBIND_AGE.saturating_sub(now.saturating_duration_since(b.last_used));
                 Plan::Bind(Binding { keycode, keysym, wait })
@@ -145,6 +147,15 @@ impl Keymap {
     pub(crate) fn bound(&mut self, binding: Binding, now: Instant) {
         self.bound.insert(binding.keycode, Bound { keysym: binding.keysym, last_used: now });
         self.own_changes.push(binding.keycode);
+    }
+
+    /// Marks `keycode` held down (`true`) or released: a held keycode keeps its binding.
+    pub(crate) fn hold(&mut self, keycode: u8, down: bool) {
+        if down {
+            self.held.insert(keycode);
+        } else {
+            self.held.remove(&keycode);
+        }
     }
 
     /// Whether a MappingNotify for `first_keycode`..+`count` is the echo of this desktop's own
@@ -165,6 +176,7 @@ impl Keymap {
     /// Takes every binding this desktop made, to undo them; the map forgets them.
     pub(crate) fn take_bindings(&mut self) -> Vec<u8> {
         self.own_changes.clear();
+        self.held.clear();
         let mut codes: Vec<u8> = self.bound.drain().map(|(k, _)| k).collect();
         codes.sort_unstable();
         codes
@@ -224,6 +236,24 @@ mod tests {
         k.update(8, 2, &[0x61, 0x41, SHIFT_L, 0, 0, 0, 0x31, 0x21, 0xe9, 0xe9]);
         assert_eq!(k.plan(0xe9, t0), Plan::Ready(Stroke { keycode: 12, shift: false }));
         assert_eq!(k.take_bindings(), vec![12]);
+    }
+
+    #[test]
+    fn a_held_key_keeps_its_binding() {
+        let mut k = map();
+        let t0 = Instant::now();
+        for keysym in [0xe9, 0xf6] {
+            let Plan::Bind(b) = k.plan(keysym, t0) else { panic!() };
+            k.bound(b, t0);
+        }
+        k.hold(12, true);
+        let later = t0 + REBIND_AGE * 2;
+        let Plan::Bind(b) = k.plan(0x0100_4f60, later) else { panic!() };
+        assert_eq!(b.keycode, 10, "the held keycode 12 is not taken");
+        k.hold(10, true);
+        assert_eq!(k.plan(0x0100_4f61, later), Plan::NoSpare);
+        k.hold(12, false);
+        assert!(matches!(k.plan(0x0100_4f61, later), Plan::Bind(Binding { keycode: 12, .. })));
     }
 
     #[test]
