@@ -109,11 +109,26 @@ async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("agentflow-vm-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory of the test's own, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("agentflow-vm-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn join(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Whether `pid` is in the process table, as `ps` sees it.
@@ -185,7 +200,7 @@ async fn the_pointer_is_where_move_put_it_and_clicks_and_wheel_reach_the_window_
     let seen = d.run("xdotool", &["getmouselocation", "--shell"]);
     assert!(seen.contains("X=321\n") && seen.contains("Y=123\n"), "{seen}");
 
-    let dir = temp_dir("xev");
+    let dir = TempDir::new("xev");
     let log = dir.join("xev.log");
     let _xev = d.spawn("xev", &["-geometry", "200x200+100+100", "-event", "button"], Some(&log));
     let (_, (wx, wy, ww, wh)) = d.window("Event Tester").await;
@@ -226,7 +241,7 @@ fn buttons_pressed(log: &str) -> Vec<String> {
 async fn typed_unicode_reaches_cat_in_xterm_byte_for_byte_and_ctrl_c_stops_it() {
     let engine = engine();
     let d = session(&engine, "typist", json!({})).await;
-    let dir = temp_dir("xterm");
+    let dir = TempDir::new("xterm");
     let file = dir.join("typed.txt");
     let script = format!("cat > '{}'", file.display());
     let mut xterm =
@@ -273,7 +288,7 @@ async fn two_sessions_have_their_own_displays_and_input() {
     let engine = engine();
     let (a, b) = tokio::join!(session(&engine, "a", json!({})), session(&engine, "b", json!({})));
     assert_ne!(a.name, b.name);
-    let dir = temp_dir("two");
+    let dir = TempDir::new("two");
     let log = dir.join("xev-b.log");
     let _xev = b.spawn("xev", &["-geometry", "100x100+50+50", "-event", "button"], Some(&log));
     let (_, (bx, by, _, _)) = b.window("Event Tester").await;
