@@ -95,7 +95,9 @@ impl Keymap {
                 continue;
             }
             for (level, &sym) in syms.iter().take(2).enumerate() {
-                if sym == 0 {
+                // Shift reaches the second level only on character keys: on the keypad it takes
+                // NumLock (KP_Begin / KP_5), on function keys Alt or Control (Print / Sys_Req).
+                if sym == 0 || (level == 1 && !is_character(syms[0])) {
                     continue;
                 }
                 let stroke = Stroke { keycode, shift: level == 1 };
@@ -183,6 +185,12 @@ impl Keymap {
     }
 }
 
+/// Whether a keysym types a character (Latin-1 or Unicode), rather than being a function,
+/// keypad or modifier key (`0xff00..=0xffff`) or a vendor key.
+fn is_character(keysym: u32) -> bool {
+    keysym < 0xff00 || (0x0100_0000..0x0110_0000).contains(&keysym)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +262,17 @@ mod tests {
         assert_eq!(k.plan(0x0100_4f61, later), Plan::NoSpare);
         k.hold(12, false);
         assert!(matches!(k.plan(0x0100_4f61, later), Plan::Bind(Binding { keycode: 12, .. })));
+    }
+
+    #[test]
+    fn shift_is_trusted_only_on_character_keys() {
+        let mut k = Keymap::default();
+        // KP_Begin / KP_5 (NumLock selects KP_5), Print / Sys_Req (Alt selects Sys_Req), empty.
+        k.update(8, 2, &[0xff9d, 0xffb5, 0xff61, 0xff15, 0, 0]);
+        let now = Instant::now();
+        assert!(matches!(k.plan(0xffb5, now), Plan::Bind(Binding { keycode: 10, .. })));
+        assert!(matches!(k.plan(0xff15, now), Plan::Bind(Binding { keycode: 10, .. })));
+        assert_eq!(k.plan(0xff9d, now), Plan::Ready(Stroke { keycode: 8, shift: false }));
     }
 
     #[test]

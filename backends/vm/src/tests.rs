@@ -188,3 +188,50 @@ fn capture_over_the_socket_matches_shared_memory() {
     assert_eq!(shared, rgb);
     assert_eq!(socket, rgb);
 }
+
+#[test]
+fn named_keys_shifted_characters_and_unmapped_keysyms_reach_a_window_as_their_keysyms() {
+    let mut desktop = Desktop::start(400, 300, 24).unwrap();
+    let log_path = std::env::temp_dir().join(format!("agentflow-vm-keys-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut xev = Command::new("xev")
+        .args(["-geometry", "300x200+0+0", "-event", "keyboard"])
+        .env("DISPLAY", desktop.display())
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("xev (install x11-utils)");
+    // Keyboard focus follows the pointer with no window manager: wait for the window to be mapped
+    // under it, then press keys until xev has seen them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    desktop.move_to(150, 100).unwrap();
+    // F13, é and KP_5 are not reachable on Xvfb's keymap (KP_5 needs NumLock): bound keycodes.
+    let keys = ["enter", "f13", "A", "é", "pagedown", "num5", "decimal"];
+    let expected = ["Return", "F13", "state 0x1, keycode 38 (keysym 0x41, A)", "eacute", "Next", "KP_5", "KP_Decimal"];
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        // A harmless key first: its arrival says xev has its window under the pointer.
+        desktop.key(Key::parse("shift").unwrap()).unwrap();
+        seen = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if seen.contains("Shift_L") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for name in keys {
+        desktop.key(Key::parse(name).unwrap()).unwrap();
+    }
+    while Instant::now() < deadline {
+        seen = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if expected.iter().all(|e| seen.contains(e)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = xev.kill();
+    let _ = xev.wait();
+    let _ = std::fs::remove_file(&log_path);
+    for e in expected {
+        assert!(seen.contains(e), "xev did not see {e}:\n{seen}");
+    }
+}
