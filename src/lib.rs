@@ -63,3 +63,8 @@ pub use engine::{Builder, Engine};
 pub use error::{Error, Result};
 pub use protocol::Envelope;
 pub use tool::{Kind, Param, ToolSpec};
+
+/// The README's example, compiled and run as a doctest so that it stays true.
+#[cfg(all(doctest, feature = "bash"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
