@@ -416,7 +416,8 @@ async fn session_config_is_applied_and_checked() {
     for (config, field) in [
         (json!({"colour": true}), "colour"),
         (json!({"timeout": "x"}), "timeout"),
-        (json!({"isolation": "bwrap"}), "isolation"),
+        (json!({"isolation": "chroot"}), "isolation"),
+        (json!({"isolation": "bwrap", "network": "yes"}), "network"),
         (json!({"cwd": "/no/such/dir"}), "cwd"),
     ] {
         let e = create(&engine, "cfg-bad", config).await;

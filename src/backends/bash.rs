@@ -16,7 +16,25 @@
 //! | `timeout` | seconds | 30 | a command's timeout when `bash:run` gives none |
 //! | `max_output_bytes` | integer ≥ 1024 | 131072 | output kept per answer (head and tail) |
 //! | `rows`, `cols` | integer | 50, 200 | the terminal's size |
-//! | `isolation` | `"none"` | `"none"` | `"bwrap"` is not available yet |
+//! | `isolation` | `"none"` or `"bwrap"` | `"none"` | `"bwrap"`: the shell runs in a [`Jail`] |
+//!
+//! With `isolation: "bwrap"` (bubblewrap: own mount, PID, IPC, UTS and network namespaces; `/`
+//! read-only; a private `/tmp`; a per-session work directory, the shell's `HOME` and default
+//! `cwd`, removed with the session), these keys apply too:
+//!
+//! | key | type | default | meaning |
+//! |---|---|---|---|
+//! | `network` | bool | false | share the host's network |
+//! | `writable` | list of paths | [] | existing host paths the jail may write to |
+//! | `memory_mb` | integer ≥ 16 | 1024 | memory of the session (cgroup) and per process (RLIMIT_AS) |
+//! | `max_processes` | integer ≥ 8 | 256 | processes at once (pids cgroup) |
+//! | `cpu_seconds` | integer ≥ 1 | 600 | CPU seconds per process (RLIMIT_CPU) |
+//! | `file_size_mb` | integer ≥ 1 | 1024 | largest file written (RLIMIT_FSIZE) |
+//! | `work_root` | string | `$TMPDIR/agentflow-jails` | where session work directories are made |
+//!
+//! Where the machine has no pids/memory cgroup to use, the limits fall back to rlimits and
+//! [`Jail::enforcement`] says so. A missing `bwrap` is 2003 with how to install it: at warm-up
+//! when the backend's default isolation is `bwrap`, else when a session asks for it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +42,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use agentflow_bash::{OnTimeout, Outcome, Shell, ShellConfig};
+use agentflow_bash::{find_bwrap, Jail, JailConfig, OnTimeout, Outcome, Shell, ShellConfig, INSTALL_HINT};
 
 use crate::backend::{merge_config, param, state_mut, Backend, CallContext, SessionState};
 use crate::error::{Error, Result};
@@ -56,14 +74,24 @@ impl BashBackend {
 struct SessionConfig {
     shell: ShellConfig,
     timeout: Duration,
+    /// The jail's settings when `isolation` is `bwrap` (its `bwrap` is found at creation).
+    jail: Option<JailConfig>,
 }
 
 impl SessionConfig {
     fn parse(config: &Map<String, Value>) -> Result<Self> {
         let mut shell = ShellConfig::default();
         let mut timeout = DEFAULT_TIMEOUT;
+        let mut jail = JailConfig::new(PathBuf::new());
+        let mut jailed = false;
         for (key, value) in config {
             let bad = |reason: &str| Error::param(key.as_str(), reason.to_owned());
+            let integer = |min: u64, max: u64| {
+                value
+                    .as_u64()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| bad(&format!("expected an integer from {min} to {max}")))
+            };
             match key.as_str() {
                 "cwd" => {
                     let dir = value.as_str().ok_or_else(|| bad("expected a directory path (a string)"))?;
@@ -105,19 +133,37 @@ impl SessionConfig {
                     }
                 }
                 "isolation" => match value.as_str() {
-                    Some("none") => {}
-                    Some("bwrap") => return Err(bad("isolation 'bwrap' is not available yet")),
-                    _ => return Err(bad("expected \"none\"")),
+                    Some("none") => jailed = false,
+                    Some("bwrap") => jailed = true,
+                    _ => return Err(bad("expected \"none\" or \"bwrap\"")),
                 },
+                "network" => jail.network = value.as_bool().ok_or_else(|| bad("expected true or false"))?,
+                "writable" => {
+                    let paths = value.as_array().ok_or_else(|| bad("expected a list of absolute paths"))?;
+                    jail.writable = paths
+                        .iter()
+                        .map(|p| p.as_str().filter(|p| p.starts_with('/')).map(PathBuf::from))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| bad("expected a list of absolute paths"))?;
+                }
+                "memory_mb" => jail.limits.memory_mb = integer(16, 1 << 30)?,
+                "max_processes" => jail.limits.max_processes = integer(8, 1 << 22)?,
+                "cpu_seconds" => jail.limits.cpu_seconds = integer(1, 1 << 32)?,
+                "file_size_mb" => jail.limits.file_size_mb = integer(1, 1 << 30)?,
+                "work_root" => {
+                    let dir = value.as_str().filter(|d| d.starts_with('/'));
+                    jail.root = PathBuf::from(dir.ok_or_else(|| bad("expected an absolute directory path"))?);
+                }
                 _ => {
                     return Err(bad(
                         "unknown session config key (known: cwd, env, shell, timeout, max_output_bytes, rows, \
-                         cols, isolation)",
+                         cols, isolation, network, writable, memory_mb, max_processes, cpu_seconds, file_size_mb, \
+                         work_root)",
                     ))
                 }
             }
         }
-        Ok(SessionConfig { shell, timeout })
+        Ok(SessionConfig { shell, timeout, jail: jailed.then_some(jail) })
     }
 
     /// The working directory must exist (a file-system look-up: not on a runtime thread).
@@ -129,10 +175,13 @@ impl SessionConfig {
     }
 }
 
-/// What a bash session holds: its settings and its shell (replaced when it dies).
+/// What a bash session holds: its settings, its shell (replaced when it dies) and its jail,
+/// which outlives the shells of the session (work directory, cgroups). The shell is dropped
+/// before the jail.
 struct BashSession {
     config: SessionConfig,
     shell: Option<Shell>,
+    jail: Option<Jail>,
 }
 
 impl BashSession {
@@ -144,7 +193,11 @@ impl BashSession {
             }
         }
         if self.shell.is_none() {
-            self.shell = Some(Shell::spawn(self.config.shell.clone()).await.map_err(shell_error)?);
+            let config = match &self.jail {
+                Some(jail) => jail.wrap(&self.config.shell),
+                None => self.config.shell.clone(),
+            };
+            self.shell = Some(Shell::spawn(config).await.map_err(shell_error)?);
         }
         Ok(self.shell.as_mut().expect("a shell was just made"))
     }
@@ -196,21 +249,40 @@ impl Backend for BashBackend {
         ]
     }
 
+    async fn warmup(&self) -> Result<()> {
+        // Only a backend whose default is a jail needs bubblewrap to serve at all.
+        if self.defaults.get("isolation").and_then(Value::as_str) != Some("bwrap") {
+            return Ok(());
+        }
+        match tokio::task::spawn_blocking(find_bwrap).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(Error::backend(INSTALL_HINT)),
+            Err(e) => Err(Error::Internal(format!("bwrap look-up failed: {e}"))),
+        }
+    }
+
     async fn create_session(&self, config: &Map<String, Value>) -> Result<SessionState> {
         let config = SessionConfig::parse(&merge_config(&self.defaults, config))?;
-        let config = tokio::task::spawn_blocking(move || config.check_cwd().map(|_| config))
-            .await
-            .map_err(|e| Error::Internal(format!("cwd check failed: {e}")))??;
-        let mut session = BashSession { config, shell: None };
-        session.shell().await?;
+        let prepared = tokio::task::spawn_blocking(move || -> Result<(SessionConfig, Option<Jail>)> {
+            config.check_cwd()?;
+            let Some(mut jail) = config.jail.clone() else { return Ok((config, None)) };
+            jail.bwrap = find_bwrap()
+                .ok_or_else(|| Error::NotWarmedUp { backend: "bash".into(), reason: INSTALL_HINT.into() })?;
+            let jail = Jail::create(jail).map_err(|e| Error::backend(e.to_string()))?;
+            Ok((config, Some(jail)))
+        });
+        let (config, jail) = prepared.await.map_err(|e| Error::Internal(format!("session set-up failed: {e}")))??;
+        let mut session = BashSession { config, shell: None, jail };
+        if let Err(e) = session.shell().await {
+            release(session).await;
+            return Err(e);
+        }
         Ok(Box::new(session))
     }
 
     async fn destroy_session(&self, state: SessionState) {
-        if let Ok(mut session) = state.downcast::<BashSession>() {
-            if let Some(shell) = session.shell.take() {
-                shell.close().await;
-            }
+        if let Ok(session) = state.downcast::<BashSession>() {
+            release(*session).await;
         }
     }
 
@@ -233,9 +305,15 @@ impl Backend for BashBackend {
                     Some("keep") => OnTimeout::Keep,
                     _ => OnTimeout::Interrupt,
                 };
+                let ooms = session.jail.as_ref().and_then(Jail::oom_kills);
                 let shell = session.shell().await?;
-                let outcome = shell.run(&command, timeout, on_timeout).await.map_err(shell_error)?;
-                answer(outcome, shell.is_alive(), timeout)
+                let result = shell.run(&command, timeout, on_timeout).await.map_err(shell_error);
+                let alive = shell.is_alive();
+                let result = result.and_then(|outcome| answer(outcome, alive, timeout));
+                match (&session.jail, ooms) {
+                    (Some(jail), Some(before)) => note_memory_limit(result, jail, before),
+                    _ => result,
+                }
             }
             "write" => {
                 let text: String = param(&params, "text")?.unwrap_or_default();
@@ -252,6 +330,41 @@ impl Backend for BashBackend {
             }
             other => Err(Error::ToolNotFound(format!("bash:{other}"))),
         }
+    }
+}
+
+/// Ends a session: its shell and everything in it, then its jail (cgroups and work directory),
+/// on the blocking pool since that waits for the kernel.
+async fn release(mut session: BashSession) {
+    if let Some(shell) = session.shell.take() {
+        shell.close().await;
+    }
+    if let Some(jail) = session.jail.take() {
+        let _ = tokio::task::spawn_blocking(move || drop(jail)).await;
+    }
+}
+
+/// Says so in the answer (`data.limit`) when the session's memory limit killed a process during
+/// the call, since the shell only shows `Killed`.
+fn note_memory_limit(result: Result<Value>, jail: &Jail, before: u64) -> Result<Value> {
+    if jail.oom_kills().unwrap_or(before) <= before {
+        return result;
+    }
+    let note = format!(
+        "the session's memory limit ({} MiB) was reached: the kernel killed a process",
+        jail.config().limits.memory_mb
+    );
+    match result {
+        Ok(mut data) => {
+            data["limit"] = json!(note);
+            Ok(data)
+        }
+        Err(Error::Timeout { message, mut data }) => {
+            data["limit"] = json!(note);
+            Err(Error::Timeout { message, data })
+        }
+        Err(Error::Backend { message, data }) => Err(Error::Backend { message: format!("{message} ({note})"), data }),
+        Err(other) => Err(other),
     }
 }
 
@@ -319,7 +432,20 @@ mod tests {
         assert_eq!(field(json!({"env": {"A": [1]}})), "env.A");
         assert_eq!(field(json!({"rows": 1})), "rows");
         assert_eq!(field(json!({"max_output_bytes": 10})), "max_output_bytes");
-        assert_eq!(field(json!({"isolation": "bwrap"})), "isolation");
+        assert_eq!(field(json!({"isolation": "jail"})), "isolation");
+        assert_eq!(field(json!({"network": "yes"})), "network");
+        assert_eq!(field(json!({"writable": ["relative"]})), "writable");
+        assert_eq!(field(json!({"memory_mb": "512"})), "memory_mb");
+        assert_eq!(field(json!({"max_processes": 1})), "max_processes");
+        assert_eq!(field(json!({"cpu_seconds": -1})), "cpu_seconds");
+        assert_eq!(field(json!({"file_size_mb": 0})), "file_size_mb");
+        assert_eq!(field(json!({"work_root": 3})), "work_root");
+        let jailed = SessionConfig::parse(
+            json!({"isolation": "bwrap", "network": true, "writable": ["/srv"], "memory_mb": 256}).as_object().unwrap(),
+        )
+        .unwrap();
+        let jail = jailed.jail.expect("a jail is configured");
+        assert_eq!((jail.network, jail.limits.memory_mb, jail.limits.max_processes), (true, 256, 256));
     }
 
     #[test]

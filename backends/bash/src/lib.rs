@@ -5,6 +5,9 @@
 //! working directory and its output cleaned (no echo, prompts, escape sequences or carriage-return
 //! rewrites; valid UTF-8) and bounded (head and tail kept); the shell is in step for the next one.
 //!
+//! A shell may run in a [`Jail`] (bubblewrap: its own namespaces, a read-only file system but
+//! for its work directory, limits on memory, processes, CPU time and file size).
+//!
 //! This crate owns the shell process, its terminal, its threads and its process tree. It knows
 //! nothing of sessions, JSON, tool names or HTTP: the `agentflow-sandbox` engine adapts it in
 //! `src/backends/bash.rs`. Linux only (it reads `/proc`).
@@ -25,10 +28,12 @@
 //! # Ok::<(), agentflow_bash::Error>(()) }).unwrap();
 //! ```
 
+mod jail;
 mod process;
 mod shell;
 mod transcript;
 
+pub use jail::{find_bwrap, find_program, Jail, JailConfig, Limits, INSTALL_HINT};
 pub use shell::{Exit, OnTimeout, Outcome, Shell, ShellConfig, INTERRUPT_GRACE, SETTLE};
 
 /// What can go wrong with a shell.
@@ -55,6 +60,9 @@ pub enum Error {
     /// The shell is dead (an earlier call said so): start a new one.
     #[error("the shell has exited: start a new one")]
     Closed,
+    /// A jail could not be made (its directory, its cgroups, a program it needs).
+    #[error("cannot set up the jail: {0}")]
+    Jail(String),
     /// Reading or writing the terminal failed.
     #[error("terminal i/o failed: {0}")]
     Io(#[from] std::io::Error),

@@ -58,6 +58,23 @@ pub(crate) fn descendants(root: i32) -> Vec<Stat> {
     procs.into_iter().filter(|p| p.pid != root && inside.contains(&p.pid)).collect()
 }
 
+/// Whether `pid` is the first process (pid 1) of a PID namespace below ours, as a jail's
+/// `bwrap` is: killing it makes the kernel kill everything in that namespace at once, which no
+/// fork can outrun.
+pub(crate) fn namespace_init(pid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    let Some(line) = status.lines().find(|l| l.starts_with("NSpid:")) else { return false };
+    let ids: Vec<&str> = line.split_ascii_whitespace().skip(1).collect();
+    ids.len() > 1 && ids.last() == Some(&"1")
+}
+
+/// SIGKILLs the PID-namespace inits among `procs` (see [`namespace_init`]).
+fn kill_namespaces(procs: &[Stat]) {
+    for p in procs.iter().filter(|p| !p.zombie && namespace_init(p.pid)) {
+        signal(p.pid, libc::SIGKILL);
+    }
+}
+
 fn signal(pid: i32, sig: libc::c_int) {
     if pid > 1 {
         // SAFETY: kill(2) has no memory-safety preconditions.
@@ -73,6 +90,8 @@ fn signal(pid: i32, sig: libc::c_int) {
 pub(crate) fn kill_tree(root: i32, root_reaped: bool, patience: Duration) {
     let deadline = Instant::now() + patience;
     let mut had_any = false;
+    // A jail's namespace first: its whole content goes with its init.
+    kill_namespaces(&descendants(root));
     // Stop first so that nothing forks between the scan and the kill, then kill.
     for _ in 0..3 {
         let procs = descendants(root);
@@ -112,6 +131,7 @@ pub(crate) fn kill_tree(root: i32, root_reaped: bool, patience: Duration) {
 /// Kills the shell and everything it started at once, without waiting: for `Drop`.
 pub(crate) fn kill_tree_now(root: i32) {
     let procs = descendants(root);
+    kill_namespaces(&procs);
     for p in &procs {
         signal(p.pid, libc::SIGKILL);
     }

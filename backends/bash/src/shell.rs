@@ -44,8 +44,13 @@ const DRAIN: Duration = Duration::from_millis(200);
 pub struct ShellConfig {
     /// The shell program (default `/bin/bash`).
     pub program: PathBuf,
-    /// A command the shell runs under, prefixed to its argv (a jail, later); empty for none.
+    /// A command the shell runs under, prefixed to its argv (a [`Jail`](crate::Jail)); empty
+    /// for none.
     pub wrapper: Vec<OsString>,
+    /// Where commands too long to type are written for the shell to read: a directory the
+    /// shell can see (a jail's `/tmp` is its own) that its owner removes. `None`: a private
+    /// directory under the system's temporary directory, removed with the shell.
+    pub scratch_dir: Option<PathBuf>,
     /// Its working directory (default: this process's).
     pub cwd: Option<PathBuf>,
     /// Extra environment, set after the defaults (so it may override them).
@@ -63,6 +68,7 @@ impl Default for ShellConfig {
         ShellConfig {
             program: PathBuf::from("/bin/bash"),
             wrapper: Vec::new(),
+            scratch_dir: None,
             cwd: None,
             env: Vec::new(),
             rows: 50,
@@ -150,7 +156,12 @@ enum Wake {
 
 /// A persistent `bash` on a pseudo-terminal. See the module documentation.
 pub struct Shell {
+    /// The process portable-pty started: bash, or the wrapper (a jail) bash runs under.
     pid: i32,
+    /// bash's own process group (its pid), as this side of the terminal sees it: the
+    /// terminal's foreground group whenever bash is at its prompt. Equal to `pid` without a
+    /// wrapper; inside a jail, bash is a grandchild in its own PID namespace.
+    leader: i32,
     /// Holds the terminal open; only its descriptor is used.
     _master: Mutex<Box<dyn MasterPty + Send>>,
     master_fd: RawFd,
@@ -192,6 +203,11 @@ impl Shell {
                 let f = shell.take_finished();
                 shell.cwd = f.cwd;
                 shell.pending = None;
+                // bash at its prompt holds the terminal's foreground.
+                let group = shell.foreground_group();
+                if group > 0 {
+                    shell.leader = group;
+                }
                 Ok(shell)
             }
             Wake::Exited => {
@@ -205,9 +221,15 @@ impl Shell {
         }
     }
 
-    /// The shell's process id (also its session and process group id).
+    /// The process started for the shell (also its session id): bash itself, or the wrapper
+    /// (a jail) bash runs under.
     pub fn pid(&self) -> u32 {
         self.pid as u32
+    }
+
+    /// bash's own process id as this process sees it (not as `$$` inside a PID namespace).
+    pub fn bash_pid(&self) -> u32 {
+        self.leader as u32
     }
 
     /// The shell's working directory after the last command.
@@ -384,7 +406,7 @@ impl Shell {
             Wake::Deadline | Wake::Settled => {}
         }
         let group = self.foreground_group();
-        if group > 0 && group != self.pid {
+        if group > 0 && group != self.leader {
             // SAFETY: kill(2) has no memory-safety preconditions.
             unsafe { libc::kill(-group, libc::SIGKILL) };
             match self.wait(Instant::now() + KILL_GRACE, None).await {
@@ -393,7 +415,7 @@ impl Shell {
                 Wake::Deadline | Wake::Settled => {}
             }
         }
-        if group == self.pid {
+        if group == self.leader {
             // The shell is in the foreground: either at its prompt, having never read the whole
             // command line (a call cancelled while typing it), or running a builtin that ignores
             // SIGINT. A fresh nonce tells which.
@@ -582,9 +604,10 @@ impl Shell {
     }
 
     async fn write_script(&mut self, command: String) -> Result<PathBuf> {
-        let dir = match &self.scratch {
-            Some(d) => d.clone(),
-            None => {
+        let dir = match (&self.scratch, &self.config.scratch_dir) {
+            (_, Some(owned)) => owned.clone(),
+            (Some(d), None) => d.clone(),
+            (None, None) => {
                 let dir = std::env::temp_dir().join(format!("agentflow-bash-{}-{}", std::process::id(), nonce()));
                 self.scratch = Some(dir.clone());
                 dir
@@ -734,6 +757,7 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
     };
     Ok(Shell {
         pid,
+        leader: pid,
         _master: Mutex::new(pair.master),
         master_fd,
         writer,
