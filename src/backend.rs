@@ -72,7 +72,8 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Runs one tool. `session` is the session's state for [`Scope::Session`] backends and `None`
-    /// for shared ones. `params` has been checked against the tool's [`ToolSpec`].
+    /// for shared ones and for a [`ToolSpec::sessionless`] tool called with no session. `params`
+    /// has been checked against the tool's [`ToolSpec`].
     async fn call(
         &self,
         tool: &str,

@@ -425,6 +425,11 @@ impl Engine {
             return result;
         }
 
+        if tool.spec.sessionless {
+            let ctx = CallContext { worker_id: worker, session_id: None, timeout };
+            return self.guarded(slot.backend.call(name, params, None, &ctx), deadline, name).await;
+        }
+
         // No session: a temporary one for this call only.
         self.reserve(worker, None)?;
         let id = self.session_id(&slot.name, worker);

@@ -173,12 +173,21 @@ pub struct ToolSpec {
     pub params: Vec<Param>,
     /// Runs normally but is listed only on request.
     pub hidden: bool,
+    /// Needs no session state (`vm:wait`, `vm:done`): when the worker has no session, it runs
+    /// with none rather than in a temporary one; when it has one, it runs in that session's turn.
+    pub sessionless: bool,
 }
 
 impl ToolSpec {
     /// A visible tool.
     pub fn new(name: &'static str, description: &'static str, params: Vec<Param>) -> Self {
-        ToolSpec { name, description, params, hidden: false }
+        ToolSpec { name, description, params, hidden: false, sessionless: false }
+    }
+
+    /// Marks the tool as needing no session state.
+    pub fn sessionless(mut self) -> Self {
+        self.sessionless = true;
+        self
     }
 
     /// Marks the tool hidden.

@@ -414,9 +414,6 @@ async fn wait_done_and_fail_and_a_wait_longer_than_its_timeout() {
     assert_eq!(ok(engine.execute("agent", "vm:done", json!({})).await), json!({"done": true}));
     let failed = ok(engine.execute("agent", "vm:fail", json!({"reason": "no such file"})).await);
     assert_eq!(failed, json!({"fail": true, "reason": "no such file"}));
-    // With no session, a temporary desktop serves the call and is gone after it.
-    let temp = engine.execute("nobody", "vm:done", json!({})).await;
-    assert!(temp.code == 0 && temp.meta.temporary_session, "{temp:?}");
     engine.shutdown(false, true).await;
 }
 
@@ -437,5 +434,23 @@ async fn typing_stops_at_the_callers_timeout_and_says_how_far_it_got() {
     assert_eq!(cut.data["length"].as_u64(), Some(typed.chars().count() as u64));
     // The session is usable afterwards.
     ok(engine.execute("slow", "vm:move", json!({"x": 1, "y": 1})).await);
+    engine.shutdown(false, true).await;
+}
+
+#[tokio::test]
+async fn episode_tools_need_no_display() {
+    let engine = engine();
+    let done = engine.execute("nobody", "vm:done", json!({})).await;
+    assert_eq!((done.code, &done.data["done"]), (0, &json!(true)));
+    // No temporary session, hence no Xvfb started just to answer.
+    assert_eq!((done.meta.session_id.as_deref(), done.meta.temporary_session), (None, false));
+    let fail = engine.execute("nobody", "vm:fail", json!({"reason": "stuck"})).await;
+    assert_eq!(fail.data, json!({"fail": true, "reason": "stuck"}));
+    let waited = engine.execute("nobody", "vm:wait", json!({"seconds": 0})).await;
+    assert_eq!((waited.code, waited.meta.session_id.as_deref()), (0, None));
+    // With a session, they run in its turn and say so.
+    let _display = session(&engine, "w", json!({"screen_size": [320, 240]})).await;
+    let done = engine.execute("w", "vm:done", json!({})).await;
+    assert!(done.meta.session_id.is_some());
     engine.shutdown(false, true).await;
 }

@@ -269,13 +269,15 @@ impl Backend for VmBackend {
                 vec![Param::optional("seconds", Kind::Number, "how long")
                     .range(Some(0.0), Some(3600.0))
                     .default(json!(1))],
-            ),
-            ToolSpec::new("done", "Says the task is done (ends the episode).", vec![]),
+            )
+            .sessionless(),
+            ToolSpec::new("done", "Says the task is done (ends the episode).", vec![]).sessionless(),
             ToolSpec::new(
                 "fail",
                 "Says the task cannot be done (gives up).",
                 vec![Param::optional("reason", Kind::String, "why")],
-            ),
+            )
+            .sessionless(),
             ToolSpec::new("info", "The session's display: name, size, depth, Xvfb pid.", vec![]).hidden(),
         ]
     }
@@ -312,6 +314,37 @@ impl Backend for VmBackend {
         session: Option<&mut SessionState>,
         ctx: &CallContext<'_>,
     ) -> Result<Value> {
+        // The episode-control tools need no display: they answer without a session.
+        let early = match tool {
+            "wait" => Some({
+                let seconds: f64 = param(&params, "seconds")?.unwrap_or(1.0);
+                let asked = Duration::from_secs_f64(seconds);
+                let start = Instant::now();
+                match ctx.timeout.filter(|&t| t < asked) {
+                    Some(limit) => {
+                        tokio::time::sleep(limit).await;
+                        let waited = start.elapsed().as_secs_f64();
+                        Err(Error::Timeout {
+                            message: format!("vm:wait of {seconds}s was cut at the call's timeout after {waited:.3}s"),
+                            data: json!({"waited": waited}),
+                        })
+                    }
+                    None => {
+                        tokio::time::sleep(asked).await;
+                        Ok(json!({"waited": seconds}))
+                    }
+                }
+            }),
+            "done" => Some(Ok(json!({"done": true}))),
+            "fail" => {
+                let reason: Option<String> = param(&params, "reason")?;
+                Some(Ok(json!({"fail": true, "reason": reason})))
+            }
+            _ => None,
+        };
+        if let Some(answer) = early {
+            return answer;
+        }
         let s: &mut VmSession = state_mut(session)?;
         match tool {
             "screenshot" => {
@@ -415,30 +448,6 @@ impl Backend for VmBackend {
                     names.iter().enumerate().map(|(i, n)| key(&format!("keys[{i}]"), n)).collect::<Result<Vec<_>>>()?;
                 s.run(move |d| d.hotkey(&keys)).await?;
                 Ok(json!({"keys": names}))
-            }
-            "wait" => {
-                let seconds: f64 = param(&params, "seconds")?.unwrap_or(1.0);
-                let asked = Duration::from_secs_f64(seconds);
-                let start = Instant::now();
-                match ctx.timeout.filter(|&t| t < asked) {
-                    Some(limit) => {
-                        tokio::time::sleep(limit).await;
-                        let waited = start.elapsed().as_secs_f64();
-                        Err(Error::Timeout {
-                            message: format!("vm:wait of {seconds}s was cut at the call's timeout after {waited:.3}s"),
-                            data: json!({"waited": waited}),
-                        })
-                    }
-                    None => {
-                        tokio::time::sleep(asked).await;
-                        Ok(json!({"waited": seconds}))
-                    }
-                }
-            }
-            "done" => Ok(json!({"done": true})),
-            "fail" => {
-                let reason: Option<String> = param(&params, "reason")?;
-                Ok(json!({"fail": true, "reason": reason}))
             }
             "info" => {
                 let (display, size) = (s.display.clone(), s.size);
