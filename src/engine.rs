@@ -74,6 +74,7 @@ struct Inner {
     max_sessions: Option<usize>,
     max_sessions_per_worker: Option<usize>,
     call_timeout: Option<Duration>,
+    reap_orphans: bool,
     stopping: AtomicBool,
     stopped: AtomicBool,
     inflight: AtomicUsize,
@@ -90,6 +91,7 @@ pub struct Builder {
     max_sessions: Option<usize>,
     max_sessions_per_worker: Option<usize>,
     call_timeout: Option<Duration>,
+    leave_orphans: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -129,10 +131,24 @@ impl Builder {
         self
     }
 
+    /// Whether this process becomes a child subreaper and reaps, once a second, the zombies of
+    /// whatever agents' commands orphaned (`src/reaper.rs`). On by default; off leaves orphans
+    /// to the machine's init.
+    pub fn reap_orphans(mut self, reap: bool) -> Self {
+        self.leave_orphans = !reap;
+        self
+    }
+
     /// Builds the engine and starts its session reaper. Must be called inside a tokio runtime.
     pub fn build(self) -> Result<Engine> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("Engine must be built inside a tokio runtime".into()))?;
+        let reap_orphans = !self.leave_orphans;
+        if reap_orphans {
+            if let Err(e) = crate::reaper::become_subreaper() {
+                eprintln!("agentflow-sandbox: cannot become a child subreaper ({e}): orphans go to init");
+            }
+        }
         let mut slots = Vec::new();
         let mut by_resource = HashMap::new();
         let mut tools = Vec::new();
@@ -183,6 +199,7 @@ impl Builder {
             max_sessions: self.max_sessions,
             max_sessions_per_worker: self.max_sessions_per_worker,
             call_timeout: self.call_timeout,
+            reap_orphans,
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
@@ -190,14 +207,14 @@ impl Builder {
             cancel: watch::channel(false).0,
             reaper: Mutex::new(None),
         });
-        let tick = (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let tick = (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let reaper = runtime.spawn(reap(Arc::downgrade(&inner), tick));
         *inner.reaper.lock() = Some(reaper);
         Ok(Engine { inner })
     }
 }
 
-/// Destroys expired sessions until the engine is gone or stopped.
+/// Destroys expired sessions, and reaps orphaned zombies, until the engine is gone or stopped.
 async fn reap(engine: Weak<Inner>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -206,6 +223,9 @@ async fn reap(engine: Weak<Inner>, tick: Duration) {
         let Some(inner) = engine.upgrade() else { return };
         if inner.stopped.load(Ordering::Acquire) {
             return;
+        }
+        if inner.reap_orphans {
+            let _ = tokio::task::spawn_blocking(crate::reaper::reap_orphans).await;
         }
         let engine = Engine { inner };
         let now = Instant::now();
@@ -953,6 +973,9 @@ impl Engine {
         inner.stopped.store(true, Ordering::Release);
         if let Some(reaper) = inner.reaper.lock().take() {
             reaper.abort();
+        }
+        if inner.reap_orphans {
+            let _ = tokio::task::spawn_blocking(crate::reaper::reap_orphans).await;
         }
         Envelope::ok(json!({"sessions_cleaned": cleaned})).traced(None)
     }

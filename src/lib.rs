@@ -49,6 +49,7 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod protocol;
+mod reaper;
 mod session;
 pub mod tool;
 
