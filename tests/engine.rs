@@ -10,30 +10,20 @@ use agentflow_sandbox::protocol::{BatchRequest, CreateSessionRequest, ExecuteReq
 use agentflow_sandbox::{Engine, Envelope};
 use serde_json::{json, Value};
 
+use crate::common::{create_session, eventually};
+
 fn create_req(worker: &str, resource: &str, config: Value) -> CreateSessionRequest {
     serde_json::from_value(json!({"worker_id": worker, "resource_type": resource, "config": config})).unwrap()
 }
 
 async fn create(engine: &Engine, worker: &str, resource: &str) -> Envelope {
-    engine.create_session(create_req(worker, resource, json!({}))).await
+    create_session(engine, worker, resource, json!({})).await
 }
 
 fn mem_engine() -> (Engine, Arc<agentflow_sandbox::backends::memory::Counters>) {
     let mem = MemoryBackend::new("mem");
     let counters = mem.counters();
     (Engine::builder().backend(Arc::new(mem)).build().unwrap(), counters)
-}
-
-/// Polls `cond` until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The one integration-test binary: a list of modules, one per area (ripgrep's `tests/tests.rs`).
 
+mod common;
 mod engine;
 
 #[cfg(feature = "bash")]

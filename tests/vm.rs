@@ -15,6 +15,8 @@ use agentflow_sandbox::{Engine, Envelope};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::common::eventually;
+
 const PATIENCE: Duration = Duration::from_secs(10);
 
 fn engine() -> Engine {
@@ -95,18 +97,6 @@ impl Drop for Client {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Polls `cond` until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
 }
 
 /// A directory of the test's own, removed when dropped.

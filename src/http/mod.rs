@@ -188,26 +188,24 @@ pub fn router_with(engine: Engine, options: Options) -> (Router, watch::Receiver
         stop,
     };
     let limit = state.options.max_body_bytes;
-    let routes = Router::new()
-        .route("/execute", post(execute))
-        .route("/execute/batch", post(execute_batch))
-        .route("/session/create", post(session_create))
-        .route("/session/destroy", post(session_destroy))
-        .route("/session/list", post(session_list))
-        .route("/session/refresh", post(session_refresh))
+    // Paths served alike at the root and under /api/v1 (the original Python client's prefix).
+    let common = || {
+        Router::new()
+            .route("/execute", post(execute))
+            .route("/execute/batch", post(execute_batch))
+            .route("/session/create", post(session_create))
+            .route("/session/destroy", post(session_destroy))
+            .route("/session/list", post(session_list))
+            .route("/session/refresh", post(session_refresh))
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+    };
+    let routes = common()
         .route("/tools", get(tools))
         .route("/warmup", post(warmup))
         .route("/warmup/status", get(warmup_status))
-        .route("/shutdown", post(shutdown))
-        .route("/health", get(health))
-        .route("/ready", get(ready));
-    let v1 = Router::new()
-        .route("/execute", post(execute))
-        .route("/execute/batch", post(execute_batch))
-        .route("/session/create", post(session_create))
-        .route("/session/destroy", post(session_destroy))
-        .route("/session/list", post(session_list))
-        .route("/session/refresh", post(session_refresh))
+        .route("/shutdown", post(shutdown));
+    let v1 = common()
         .route("/tools", get(compat::tools))
         .route("/tools/{name}/schema", get(compat::tool_schema))
         .route("/warmup", post(compat::warmup))
@@ -215,9 +213,7 @@ pub fn router_with(engine: Engine, options: Options) -> (Router, watch::Receiver
         .route("/server/shutdown", post(compat::shutdown))
         .route("/lifecycle/heartbeat", post(compat::heartbeat).get(compat::heartbeat))
         .route("/lifecycle/status", post(compat::lifecycle_status).get(compat::lifecycle_status))
-        .route("/worker/disconnect", post(compat::disconnect))
-        .route("/health", get(health))
-        .route("/ready", get(ready));
+        .route("/worker/disconnect", post(compat::disconnect));
     let router = routes
         .nest("/api/v1", v1)
         .fallback(not_found)
