@@ -4,6 +4,9 @@
 //! - `bash/shell_run_echo`: the same through [`agentflow_bash::Shell`] directly;
 //! - `bash/session_create`: a session from spawn to ready for its first command (target p50
 //!   under 5 ms); destroying it is outside the measurement.
+//! - `bash/session_create_bwrap`: the same in a jail (`isolation: "bwrap"`): the jail's
+//!   directory and cgroups made, then the shell started through `sh`, `prlimit` and `bwrap`;
+//!   the jail's start-up cost is the difference with `bash/session_create`.
 //!
 //! Besides criterion's estimates, it prints per-call percentiles of each (p50, p90, p99) and the
 //! memory of an idle session (PSS of its bash plus this process's growth per session; target
@@ -13,7 +16,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentflow_bash::{OnTimeout, Shell, ShellConfig};
+use agentflow_bash::{find_bwrap, Jail, JailConfig, OnTimeout, Shell, ShellConfig};
 use agentflow_sandbox::backends::bash::BashBackend;
 use agentflow_sandbox::protocol::CreateSessionRequest;
 use agentflow_sandbox::Engine;
@@ -31,9 +34,28 @@ fn bash_engine() -> Engine {
 }
 
 async fn create(engine: &Engine, worker: &str) {
+    create_with(engine, worker, json!({})).await;
+}
+
+async fn create_with(engine: &Engine, worker: &str, config: serde_json::Value) {
     let req: CreateSessionRequest =
-        serde_json::from_value(json!({"worker_id": worker, "resource_type": "bash"})).unwrap();
-    assert_eq!(engine.create_session(req).await.code, 0);
+        serde_json::from_value(json!({"worker_id": worker, "resource_type": "bash", "config": config})).unwrap();
+    let e = engine.create_session(req).await;
+    assert_eq!(e.code, 0, "{}", e.message);
+}
+
+/// A jail and its shell, as a jailed session starts them; the time to ready.
+async fn jailed_shell(config: &JailConfig) -> (Duration, Jail, Shell) {
+    let start = Instant::now();
+    let config = config.clone();
+    let jail = tokio::task::spawn_blocking(move || Jail::create(config)).await.unwrap().unwrap();
+    let shell = Shell::spawn(jail.wrap(&ShellConfig::default())).await.unwrap();
+    (start.elapsed(), jail, shell)
+}
+
+async fn release(jail: Jail, shell: Shell) {
+    shell.close().await;
+    tokio::task::spawn_blocking(move || drop(jail)).await.unwrap();
 }
 
 /// Times `n` calls one by one and prints p50/p90/p99.
@@ -171,6 +193,57 @@ fn session_create(c: &mut Criterion) {
     percentiles("engine create_session (bash)", engine_samples);
 }
 
+/// Session creation in a jail, beside the same without one, for the jail's start-up cost.
+fn session_create_bwrap(c: &mut Criterion) {
+    let rt = runtime();
+    let bwrap = find_bwrap().expect("bwrap is installed (apt-get install bubblewrap)");
+    let config = JailConfig::new(bwrap);
+    let mut group = c.benchmark_group("bash");
+    group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1)).sample_size(10);
+    group.bench_function("session_create_bwrap", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (took, jail, shell) = jailed_shell(&config).await;
+                    total += took;
+                    release(jail, shell).await;
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+
+    let (plain, jailed, engine_jailed) = rt.block_on(async {
+        let (mut plain, mut jailed) = (Vec::new(), Vec::new());
+        // Interleaved, so that both see the same machine load.
+        for _ in 0..100 {
+            let start = Instant::now();
+            let shell = Shell::spawn(ShellConfig::default()).await.unwrap();
+            plain.push(start.elapsed());
+            shell.close().await;
+            let (took, jail, shell) = jailed_shell(&config).await;
+            jailed.push(took);
+            release(jail, shell).await;
+        }
+        let engine = bash_engine();
+        let mut through_engine = Vec::new();
+        for i in 0..100 {
+            let worker = format!("j{i}");
+            let start = Instant::now();
+            create_with(&engine, &worker, json!({"isolation": "bwrap"})).await;
+            through_engine.push(start.elapsed());
+            assert_eq!(engine.destroy_session(&worker, "bash").await.code, 0);
+        }
+        engine.shutdown(false, true).await;
+        (plain, jailed, through_engine)
+    });
+    percentiles("Shell::spawn to ready, no jail", plain);
+    percentiles("Jail::create + Shell::spawn to ready (bwrap)", jailed);
+    percentiles("engine create_session (bash, isolation bwrap)", engine_jailed);
+}
+
 /// Memory of idle sessions: PSS of their bash processes, and this process's RSS growth.
 fn idle_memory(_: &mut Criterion) {
     let rt = runtime();
@@ -214,5 +287,5 @@ fn field_kib(path: &str, name: &str) -> u64 {
     text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
-criterion_group!(benches, run_echo, session_create, idle_memory);
+criterion_group!(benches, run_echo, session_create, session_create_bwrap, idle_memory);
 criterion_main!(benches);

@@ -235,7 +235,10 @@ impl Jail {
             "/tmp",
         ]);
         argv.extend(args.into_iter().map(OsString::from));
-        // Binds after the private /tmp, so that paths under /tmp show through it.
+        // Other sessions' directories are hidden (a jail runs as root without capabilities, and
+        // root owns them all); then the binds, after the private /tmp and that, so that paths
+        // under them show through.
+        argv.extend(["--tmpfs".into(), self.config.root.as_os_str().to_owned()]);
         let mut bind = |flag: &str, path: &Path| {
             argv.extend([flag.into(), path.as_os_str().to_owned(), path.as_os_str().to_owned()]);
         };
