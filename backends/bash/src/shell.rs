@@ -593,7 +593,12 @@ impl Shell {
         partial.exit_code = Some(exit.code);
         self.pending = None;
         self.kill().await;
-        Error::Exited { reason: format!("the shell exited ({exit})"), partial: Box::new(partial) }
+        // A wrapper (a jail's bwrap) passes on a signal's death as the status 128 + signal.
+        let how = match (exit.signal, self.config.wrapper.is_empty()) {
+            (None, false) if (129..=128 + 64).contains(&exit.code) => format!("killed by signal {}", exit.code - 128),
+            _ => exit.to_string(),
+        };
+        Error::Exited { reason: format!("the shell exited ({how})"), partial: Box::new(partial) }
     }
 
     async fn kill(&mut self) {
