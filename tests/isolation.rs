@@ -7,6 +7,7 @@
 //! Needs `bwrap` (bubblewrap), `prlimit` (util-linux), `curl`, and for the vm tests `Xvfb`.
 
 use std::collections::HashSet;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -295,6 +296,68 @@ async fn memory_and_file_size_limits_stop_a_command_with_a_clear_message() {
     assert_eq!(ok(&engine, "mem", "echo fine").await, "fine\n");
     engine.shutdown(false, true).await;
     let _ = std::fs::remove_dir_all(root);
+}
+
+/// Set in the child process that plays an engine killed with its jails.
+const DYING_ENGINE: &str = "AGENTFLOW_ISOLATION_DYING_ENGINE";
+
+/// An engine killed with SIGKILL (no destroy, no drop) takes its jails with it: the PTY hangs
+/// up, which ends the outer bwrap, and `--die-with-parent` ends the namespace.
+#[test]
+fn a_jail_dies_with_its_engine() {
+    if std::env::var_os(DYING_ENGINE).is_some() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async {
+            let engine = bash_engine();
+            let root = PathBuf::from(std::env::var_os(DYING_ENGINE).unwrap());
+            assert_eq!(create(&engine, "dying", "bash", jailed(&root, json!({}))).await.code, 0);
+            ok(&engine, "dying", "sleep 1000 &").await;
+            println!("NS={}", ok(&engine, "dying", "readlink /proc/self/ns/pid").await.trim());
+            println!("ENGINE={}", std::process::id());
+            // SAFETY: kill(2) has no memory-safety preconditions; this process ends here.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        });
+        unreachable!("the engine was killed");
+    }
+    need("bwrap");
+    let root = temp_dir("dying-root");
+    let name = "isolation::a_jail_dies_with_its_engine";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(DYING_ENGINE, &root)
+        .output()
+        .expect("the test binary runs again");
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ns =
+        stdout.lines().find_map(|l| Some(l.split_once("NS=")?.1)).unwrap_or_else(|| panic!("no namespace: {stdout}"));
+    assert!(ns.starts_with("pid:["), "{ns}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_namespace(ns) > 0 {
+        assert!(Instant::now() < deadline, "{} processes of the jail outlived its engine", in_namespace(ns));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // What it left is swept away by the next jail made under the same root.
+    let engine_pid = stdout.lines().find_map(|l| Some(l.split_once("ENGINE=")?.1));
+    let prefix = format!("{}-", engine_pid.unwrap_or_else(|| panic!("no engine pid: {stdout}")));
+    let left_dir =
+        || std::fs::read_dir(&root).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(&prefix));
+    let left_cgroup = || {
+        let pids = std::fs::read_dir("/sys/fs/cgroup/pids");
+        pids.is_ok_and(|d| {
+            d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("agentflow-{prefix}")))
+        })
+    };
+    assert!(left_dir(), "the killed engine left nothing to sweep");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let engine = bash_engine();
+        assert_eq!(create(&engine, "sweeper", "bash", jailed(&root, json!({}))).await.code, 0);
+        engine.shutdown(false, true).await;
+    });
+    assert!(!left_dir(), "the dead engine's directory is still in {}", root.display());
+    assert!(!left_cgroup(), "the dead engine's cgroup is still there");
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 // ---- faults --------------------------------------------------------------------------------

@@ -28,6 +28,8 @@
 //!
 //! The jail dies with the engine: if the engine dies, the PTY hangs up, which kills the outer
 //! bwrap (SIGHUP to the session leader), and `--die-with-parent` kills the namespace's init.
+//! What such an engine leaves (directories, cgroups, named after its pid) is swept away by the
+//! next jail made under the same root.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::DirBuilderExt;
@@ -132,6 +134,7 @@ impl Jail {
             .ok_or_else(|| Error::Jail("prlimit is not installed: apt-get install util-linux".into()))?;
         std::fs::create_dir_all(&config.root)
             .map_err(|e| fail(&format!("cannot create {}", config.root.display()), &e))?;
+        sweep(&config.root);
         let name =
             format!("{}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), &crate::shell::nonce()[..8]);
         let dir = config.root.join(&name);
@@ -285,6 +288,37 @@ impl Drop for Jail {
     }
 }
 
+/// Removes what jails of engines that died without cleaning up (SIGKILL, a crash) left: session
+/// directories under `root` and cgroups, both named after the engine's pid, when no process
+/// has that pid any more. A live engine's, and this one's, are left alone.
+fn sweep(root: &Path) {
+    let dead = |name: &str| -> bool {
+        let pid = name.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        pid.is_some_and(|pid| pid > 0 && !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_str().is_some_and(dead) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    for parent in cgroups::parents() {
+        let Ok(entries) = std::fs::read_dir(&parent) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(session) = name.to_str().and_then(|n| n.strip_prefix("agentflow-")) else { continue };
+            if dead(session) {
+                for pid in cgroups::procs(&entry.path()) {
+                    // SAFETY: kill(2) has no memory-safety preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
+}
+
 /// `path` as one single-quoted `sh` word.
 fn sh_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
@@ -373,6 +407,21 @@ mod cgroups {
             return Ok((vec![dir], how.to_owned()));
         }
         Err("no cgroup hierarchy with a pids controller".into())
+    }
+
+    /// The directories session cgroups are made in.
+    pub(super) fn parents() -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        for controller in ["pids", "memory"] {
+            let base = Path::new(ROOT).join(controller);
+            if let (true, Some(own)) = (base.join("tasks").exists(), own_path(controller)) {
+                dirs.push(base.join(own.trim_start_matches('/')));
+            }
+        }
+        if dirs.is_empty() && Path::new(ROOT).join("cgroup.controllers").exists() {
+            dirs.extend(own_path("").map(|own| Path::new(ROOT).join(own.trim_start_matches('/'))));
+        }
+        dirs
     }
 
     /// The pids in a cgroup.
