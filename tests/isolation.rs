@@ -376,6 +376,18 @@ async fn a_shell_killed_from_outside_is_reported_then_replaced() {
     let ns = ok(&engine, "jailed", "readlink /proc/self/ns/pid").await.trim().to_owned();
     let inner: i32 = ok(&engine, "jailed", "echo $$").await.trim().parse().unwrap();
     let jailed_pid = host_pid(&ns, inner).expect("the jailed bash is in the process table");
+    // The hidden bash:info agrees with the process table, and says how the limits are enforced.
+    let info = engine.execute("jailed", "bash:info", json!({})).await;
+    assert_eq!((info.code, &info.data["pid"], &info.data["isolation"]), (0, &json!(jailed_pid), &json!("bwrap")));
+    assert_eq!(info.data["jail"]["work_dir"], json!(work));
+    let enforcement = info.data["jail"]["enforcement"].as_str().unwrap();
+    if Path::new("/sys/fs/cgroup/pids/tasks").exists() {
+        assert!(enforcement.starts_with("cgroup v1: pids"), "{enforcement}");
+    } else {
+        assert!(!enforcement.is_empty());
+    }
+    let info = engine.execute("plain", "bash:info", json!({})).await;
+    assert_eq!((&info.data["pid"], &info.data["isolation"]), (&json!(plain), &json!("none")));
     for (worker, pid) in [("plain", plain), ("jailed", jailed_pid)] {
         // SAFETY: kill(2) has no memory-safety preconditions.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);

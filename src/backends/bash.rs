@@ -1,5 +1,5 @@
-//! The `bash` adapter: `bash:run`, `bash:write` and `bash:interrupt` (BACKENDS.md, bash) over
-//! [`agentflow_bash::Shell`].
+//! The `bash` adapter: `bash:run`, `bash:write`, `bash:interrupt` (BACKENDS.md, bash) and the
+//! hidden `bash:info` (the shell's pid, isolation and limits), over [`agentflow_bash::Shell`].
 //!
 //! It owns the translation: session config (backend defaults merged with the session's) into a
 //! [`ShellConfig`], JSON parameters into shell calls, each [`Outcome`] into the tool's `data`, and
@@ -246,6 +246,13 @@ impl Backend for BashBackend {
                  returns its last output and exit code.",
                 vec![],
             ),
+            ToolSpec::new(
+                "info",
+                "The session's shell: bash's pid as the engine sees it, its directory, its isolation and, in a \
+                 jail, the work directory, limits and how they are enforced (cgroups or rlimits only).",
+                vec![],
+            )
+            .hidden(),
         ]
     }
 
@@ -327,6 +334,25 @@ impl Backend for BashBackend {
                 let shell = session.shell().await?;
                 let outcome = shell.interrupt().await.map_err(shell_error)?;
                 Ok(data(&outcome))
+            }
+            "info" => {
+                let shell = session.shell().await?;
+                let mut info = json!({"pid": shell.bash_pid(), "cwd": shell.cwd(), "isolation": "none"});
+                if let Some(jail) = &session.jail {
+                    let (config, limits) = (jail.config(), jail.config().limits);
+                    info["isolation"] = json!("bwrap");
+                    info["jail"] = json!({
+                        "work_dir": jail.work_dir(),
+                        "network": config.network,
+                        "writable": config.writable,
+                        "memory_mb": limits.memory_mb,
+                        "max_processes": limits.max_processes,
+                        "cpu_seconds": limits.cpu_seconds,
+                        "file_size_mb": limits.file_size_mb,
+                        "enforcement": jail.enforcement(),
+                    });
+                }
+                Ok(info)
             }
             other => Err(Error::ToolNotFound(format!("bash:{other}"))),
         }
