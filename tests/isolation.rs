@@ -589,7 +589,10 @@ async fn bash_worker(
     let (mut answered, mut kills, mut expect_death) = (0, 0, false);
     for j in 0..COMMANDS {
         let start = Instant::now();
-        let command = format!("echo {i}-{j} $BASHPID");
+        // Every fifth command orphans a process (a double fork): it is re-parented to the engine,
+        // a subreaper, which must reap it, or zombies pile up (checked at the end).
+        let orphan = if j % 5 == 0 { "; (sleep 0.01 &)" } else { "" };
+        let command = format!("echo {i}-{j} $BASHPID{orphan}");
         let call = run(&engine, &worker, &command, CALL_TIMEOUT);
         let bound = Duration::from_secs_f64(CALL_TIMEOUT + 3.0);
         let e = tokio::time::timeout(bound, call).await.unwrap_or_else(|_| panic!("{worker} call {j} hung"));
