@@ -44,8 +44,12 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// A fresh directory for one test, outside `/tmp` (which a jail replaces with its own).
+/// The target's temp dir, or `/var/tmp` when the checkout itself lives under `/tmp` (as a CI
+/// clone may).
 fn host_dir(name: &str) -> PathBuf {
-    fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), name)
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let parent = if target.starts_with("/tmp") { Path::new("/var/tmp") } else { target };
+    fresh_dir(parent, name)
 }
 
 fn fresh_dir(parent: &Path, name: &str) -> PathBuf {
