@@ -307,10 +307,22 @@ impl Index {
         })();
         if let Err(e) = result {
             let _ = writer.rollback();
-            return Err(e);
+            return Err(self.explain(e));
         }
-        self.reader.reload()?;
+        self.reader.reload().map_err(|e| self.explain(e.into()))?;
         Ok(Added { ids, total: self.reader.searcher().num_docs() })
+    }
+
+    /// A failure on disk says so plainly when its cause is that `index_dir` was removed.
+    fn explain(&self, e: Error) -> Error {
+        match &self.options.index_dir {
+            Some(dir) if !dir.is_dir() => Error::IndexDir {
+                path: dir.clone(),
+                reason: "is gone (removed while in use): restart the engine to rebuild the index from the corpus"
+                    .into(),
+            },
+            _ => e,
+        }
     }
 
     fn document(&self, id: &str, title: Option<&str>, content: &str) -> TantivyDocument {
