@@ -13,18 +13,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentflow_sandbox::backends::bash::BashBackend;
-use agentflow_sandbox::protocol::CreateSessionRequest;
 use agentflow_sandbox::{Engine, Envelope};
 use serde_json::{json, Map, Value};
+
+use crate::common::{create_session, eventually};
 
 fn bash_engine() -> Engine {
     Engine::builder().backend(Arc::new(BashBackend::new(Map::new()).unwrap())).build().unwrap()
 }
 
 async fn create(engine: &Engine, worker: &str, resource: &str, config: Value) -> Envelope {
-    let req: CreateSessionRequest =
-        serde_json::from_value(json!({"worker_id": worker, "resource_type": resource, "config": config})).unwrap();
-    engine.create_session(req).await
+    create_session(engine, worker, resource, config).await
 }
 
 async fn run(engine: &Engine, worker: &str, command: &str, timeout: f64) -> Envelope {
@@ -124,17 +123,6 @@ fn descendants() -> Vec<i32> {
     }
     inside.remove(&me);
     inside.into_iter().collect()
-}
-
-async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
 }
 
 // ---- the jail ------------------------------------------------------------------------------
