@@ -325,7 +325,8 @@ async fn destroying_a_session_stops_its_xvfb_and_a_killed_xvfb_is_a_backend_erro
 
 #[tokio::test]
 async fn a_session_attached_to_a_display_leaves_it_running() {
-    // Someone else's display: a bare Xvfb, numbered by itself.
+    // Someone else's display: a bare Xvfb, numbered by itself (one start at a time, as desktops do).
+    let serial = agentflow_vm::StartGuard::acquire();
     let mut xvfb = Command::new("Xvfb")
         .args(["-displayfd", "1", "-screen", "0", "800x600x24", "-nolisten", "tcp"])
         .stdout(Stdio::piped())
@@ -334,6 +335,7 @@ async fn a_session_attached_to_a_display_leaves_it_running() {
         .expect("Xvfb (Debian: xvfb)");
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(xvfb.stdout.take().unwrap()), &mut line).unwrap();
+    drop(serial);
     let foreign = Client(xvfb);
     let name = format!(":{}", line.trim());
 

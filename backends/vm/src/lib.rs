@@ -41,3 +41,4 @@ pub use desktop::{Button, Desktop};
 pub use error::{Error, Result};
 pub use keys::Key;
 pub use screenshot::{choose, encode_png, encode_png_with, Compression, Frame, Screenshot, SCREENSHOT_COMPRESSION};
+pub use xvfb::StartGuard;

@@ -34,6 +34,7 @@ struct Foreign {
 impl Foreign {
     fn start() -> Foreign {
         // The bare Xvfb: its number comes from -displayfd on stdout.
+        let _serial = crate::StartGuard::acquire();
         let mut child = Command::new("Xvfb")
             .args(["-displayfd", "1", "-screen", "0", "640x480x24", "-nolisten", "tcp"])
             .stdout(Stdio::piped())
@@ -42,13 +43,21 @@ impl Foreign {
             .expect("Xvfb (package xvfb)");
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-        Foreign { child, display: format!(":{}", line.trim()) }
+        let display = format!(":{}", line.trim());
+        // Ready by -displayfd; still, under load, allow the first connection a few tries.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !Command::new("xdpyinfo").env("DISPLAY", &display).output().is_ok_and(|o| o.status.success()) {
+            assert!(Instant::now() < deadline, "Xvfb {display} never accepted a connection");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Foreign { child, display }
     }
 }
 
 impl Drop for Foreign {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM: Xvfb removes its socket and lock file (SIGKILL would leave them stale).
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let _ = self.child.wait();
     }
 }

@@ -38,6 +38,7 @@ pub(crate) struct Xvfb {
 impl Xvfb {
     /// Starts `Xvfb` with one screen of `width`×`height`×`depth` on a free display.
     pub(crate) fn start(width: u32, height: u32, depth: u8) -> Result<Xvfb> {
+        let _serial = StartGuard::acquire();
         let (read_end, write_end) = pipe()?;
         let write_fd = write_end.as_raw_fd();
         let mut command = Command::new("Xvfb");
@@ -155,6 +156,39 @@ impl Xvfb {
 impl Drop for Xvfb {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Held while an Xvfb picks its display number, machine-wide (an `flock` on a file in `/tmp`).
+///
+/// Xvfb's own choice of a free number is racy when a server died without cleaning up (SIGKILL
+/// leaves `/tmp/.X<n>-lock` behind): two servers starting at once can both take the stale number,
+/// and the second unlinks the first's socket. Starting one at a time closes that race. Anyone who
+/// starts an Xvfb by hand beside desktops should hold this guard until the server is ready.
+#[derive(Debug)]
+pub struct StartGuard {
+    _lock: Option<std::fs::File>,
+}
+
+impl StartGuard {
+    /// Waits for the machine-wide start lock. If the lock file cannot be opened, the guard holds
+    /// nothing and starting proceeds unserialised (as Xvfb alone would).
+    pub fn acquire() -> StartGuard {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join(".agentflow-xvfb-start.lock"));
+        let Ok(file) = file else {
+            return StartGuard { _lock: None };
+        };
+        // SAFETY: flock on a descriptor we own; blocks until the lock is ours.
+        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == -1 {
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return StartGuard { _lock: None };
+            }
+        }
+        StartGuard { _lock: Some(file) }
     }
 }
 
