@@ -901,7 +901,7 @@ impl Engine {
                 s.resource.clone(),
                 json!({
                     "session_id": s.id,
-                    "status": if s.status() == Status::Active { "active" } else { "creating" },
+                    "status": s.status_name(),
                     "created_at": rfc3339(s.created_at),
                     "last_activity": rfc3339(s.last_activity()),
                 }),

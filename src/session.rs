@@ -79,6 +79,15 @@ impl Session {
         *self.status.lock()
     }
 
+    /// The status as the wire names it.
+    pub fn status_name(&self) -> &'static str {
+        match self.status() {
+            Status::Creating => "creating",
+            Status::Active => "active",
+            Status::Gone => "closed",
+        }
+    }
+
     pub fn settle(&self, status: Status) {
         *self.status.lock() = status;
         self.settled.notify_waiters();
@@ -111,7 +120,7 @@ impl Session {
             "resource_type": self.resource,
             "session_id": self.id,
             "session_name": self.name,
-            "status": match self.status() { Status::Creating => "creating", Status::Active => "active", Status::Gone => "closed" },
+            "status": self.status_name(),
             "created_at": rfc3339(self.created_at),
             "last_activity": rfc3339(self.last_activity()),
             "expires_at": rfc3339(self.expires_at()),

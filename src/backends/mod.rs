@@ -72,3 +72,22 @@ impl Backend for Disabled {
         self.warmup().await.map(|_| unreachable!())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    // CI builds every feature, so the stub a disabled feature registers is tested directly.
+    #[tokio::test]
+    async fn a_backend_left_out_of_the_build_answers_2003_naming_its_feature() {
+        let engine = crate::Engine::builder().backend(Arc::new(Disabled("gpu".into()))).build().unwrap();
+        let answer = engine.execute("w", "gpu:render", json!({})).await;
+        assert_eq!(answer.code, 2003, "{answer:?}");
+        assert!(answer.message.contains("--features gpu"), "{}", answer.message);
+        let created = engine
+            .create_session(serde_json::from_value(json!({"worker_id": "w", "resource_type": "gpu"})).unwrap())
+            .await;
+        assert_eq!(created.code, 2003, "{created:?}");
+    }
+}
