@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
@@ -72,23 +72,27 @@ pub(super) async fn shutdown(State(s): State<AppState>, Body(req): Body<Shutdown
     )
 }
 
-/// The worker id from the body, the header, or the query string.
-fn worker_of(body: &WorkerRequest, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, Response> {
-    let from_query = query.get("worker_id").map(String::as_str).unwrap_or_default();
-    let body_or_query = if body.worker_id.is_empty() { from_query } else { &body.worker_id };
-    require_worker(body_or_query, headers)
+/// The worker id of a lifecycle call: the body's, else the `X-Worker-ID` header's, else the
+/// query string's; a request with none is answered 1002.
+pub(super) struct Worker(String);
+
+impl<S: Send + Sync> FromRequest<S> for Worker {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let Query(query) = Query::<HashMap<String, String>>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| error_reply(StatusCode::BAD_REQUEST, crate::Error::param("query", e.body_text())))?;
+        let headers = parts.headers.clone();
+        let Body(body) = Body::<WorkerRequest>::from_request(Request::from_parts(parts, body), state).await?;
+        let from_query = query.get("worker_id").map(String::as_str).unwrap_or_default();
+        let body_or_query = if body.worker_id.is_empty() { from_query } else { &body.worker_id };
+        require_worker(body_or_query, &headers).map(Worker)
+    }
 }
 
-pub(super) async fn heartbeat(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-    Body(req): Body<WorkerRequest>,
-) -> Response {
-    let worker = match worker_of(&req, &headers, &q) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+pub(super) async fn heartbeat(State(s): State<AppState>, Worker(worker): Worker) -> Response {
     let status = s.engine.status(&worker);
     let mut envelope = crate::Envelope::ok(json!({
         "worker_id": worker,
@@ -99,26 +103,10 @@ pub(super) async fn heartbeat(
     Reply(envelope).into_response()
 }
 
-pub(super) async fn lifecycle_status(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-    Body(req): Body<WorkerRequest>,
-) -> Response {
-    match worker_of(&req, &headers, &q) {
-        Ok(w) => Reply(s.engine.status(&w)).into_response(),
-        Err(r) => r,
-    }
+pub(super) async fn lifecycle_status(State(s): State<AppState>, Worker(worker): Worker) -> Response {
+    Reply(s.engine.status(&worker)).into_response()
 }
 
-pub(super) async fn disconnect(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-    Body(req): Body<WorkerRequest>,
-) -> Response {
-    match worker_of(&req, &headers, &q) {
-        Ok(w) => Reply(s.engine.destroy_worker(&w).await).into_response(),
-        Err(r) => r,
-    }
+pub(super) async fn disconnect(State(s): State<AppState>, Worker(worker): Worker) -> Response {
+    Reply(s.engine.destroy_worker(&worker).await).into_response()
 }
