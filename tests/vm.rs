@@ -328,7 +328,8 @@ async fn a_session_attached_to_a_display_leaves_it_running() {
     // Someone else's display: a bare Xvfb, numbered by itself (one start at a time, as desktops do).
     let serial = agentflow_vm::StartGuard::acquire();
     let mut xvfb = Command::new("Xvfb")
-        .args(["-displayfd", "1", "-screen", "0", "800x600x24", "-nolisten", "tcp"])
+        // -noreset: a server reset when the last client leaves would refuse connections meanwhile.
+        .args(["-displayfd", "1", "-screen", "0", "800x600x24", "-nolisten", "tcp", "-noreset"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

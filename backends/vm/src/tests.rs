@@ -36,7 +36,9 @@ impl Foreign {
         // The bare Xvfb: its number comes from -displayfd on stdout.
         let _serial = crate::StartGuard::acquire();
         let mut child = Command::new("Xvfb")
-            .args(["-displayfd", "1", "-screen", "0", "640x480x24", "-nolisten", "tcp"])
+            // -noreset: without it Xvfb resets when its last client leaves, and connections made
+            // during the reset fail ("unable to open display").
+            .args(["-displayfd", "1", "-screen", "0", "640x480x24", "-nolisten", "tcp", "-noreset"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
