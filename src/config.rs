@@ -72,13 +72,18 @@ impl Default for ServerConfig {
 pub struct ResourceConfig {
     /// Whether the backend is registered.
     pub enabled: bool,
-    /// The backend's defaults; a session's config overrides them key by key.
+    /// The backend's defaults; a session's config overrides them key by key, within the
+    /// policy: for the keys a backend guards (a jail's limits, a screen's size), these defaults
+    /// are also the floor a session may tighten but never loosen.
     pub config: Map<String, Value>,
+    /// What the operator opens to sessions beyond `config` (each backend documents its keys:
+    /// ceilings, allowed values). Empty: sessions may only tighten the defaults.
+    pub policy: Map<String, Value>,
 }
 
 impl Default for ResourceConfig {
     fn default() -> Self {
-        ResourceConfig { enabled: true, config: Map::new() }
+        ResourceConfig { enabled: true, config: Map::new(), policy: Map::new() }
     }
 }
 
@@ -169,7 +174,7 @@ impl Config {
         }
         for (name, resource) in &self.resources {
             if resource.enabled {
-                builder = builder.backend(crate::backends::builtin(name, &resource.config)?);
+                builder = builder.backend(crate::backends::builtin(name, &resource.config, &resource.policy)?);
             }
         }
         let engine = builder.build()?;

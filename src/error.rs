@@ -76,6 +76,15 @@ pub enum Error {
     /// Missing or wrong credentials.
     #[error("{0}")]
     NotPermitted(String),
+    /// A session asked for more than the operator's policy allows (a looser jail, a bigger
+    /// screen, an operator-only key). Same code as [`Error::NotPermitted`]; HTTP answers 403.
+    #[error("session config '{field}' is not permitted: {reason}")]
+    Policy {
+        /// The offending config key.
+        field: String,
+        /// What the policy allows, and where the operator opens it.
+        reason: String,
+    },
     /// The backend failed; `data` carries what helps the caller act.
     #[error("{message}")]
     Backend {
@@ -120,6 +129,11 @@ impl Error {
         Error::Param { field: field.into(), reason: reason.into() }
     }
 
+    /// A session config key refused by the operator's policy.
+    pub fn policy(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Policy { field: field.into(), reason: reason.into() }
+    }
+
     /// A backend failure with no extra data.
     pub fn backend(message: impl Into<String>) -> Self {
         Error::Backend { message: message.into(), data: Value::Null }
@@ -133,7 +147,7 @@ impl Error {
             Error::Session(_) | Error::SessionBusy(_) => code::SESSION,
             Error::WorkerNotFound(_) => code::WORKER_NOT_FOUND,
             Error::ResourceNotFound(_) => code::RESOURCE_NOT_FOUND,
-            Error::NotPermitted(_) => code::NOT_PERMITTED,
+            Error::NotPermitted(_) | Error::Policy { .. } => code::NOT_PERMITTED,
             Error::Backend { .. } => code::BACKEND,
             Error::Timeout { .. } => code::TIMEOUT,
             Error::NotWarmedUp { .. } => code::NOT_WARMED_UP,
@@ -149,6 +163,7 @@ impl Error {
         match self {
             Error::AmbiguousTool { candidates, .. } => json!({ "candidates": candidates }),
             Error::Param { field, reason } => json!({ "field": field, "reason": reason }),
+            Error::Policy { field, reason } => json!({ "field": field, "reason": reason, "policy": true }),
             Error::Backend { data, .. } | Error::Timeout { data, .. } => data.clone(),
             Error::SessionBusy(_) => json!({ "busy": true }),
             _ => Value::Null,

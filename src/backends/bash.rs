@@ -57,15 +57,22 @@ pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct BashBackend {
     defaults: Map<String, Value>,
+    /// The operator's policy (`resources.bash.policy`): what sessions may loosen.
+    policy: Map<String, Value>,
 }
 
 impl BashBackend {
     /// A backend whose sessions start from these config defaults (keys as in the module
     /// documentation); a wrong key or value is a configuration error.
     pub fn new(defaults: Map<String, Value>) -> Result<Self> {
+        Self::with_policy(defaults, Map::new())
+    }
+
+    /// A backend with the operator's policy too (`resources.bash.policy`).
+    pub fn with_policy(defaults: Map<String, Value>, policy: Map<String, Value>) -> Result<Self> {
         let config = SessionConfig::parse(&defaults).map_err(|e| Error::Config(format!("bash backend: {e}")))?;
         config.check_cwd().map_err(|e| Error::Config(format!("bash backend: {e}")))?;
-        Ok(BashBackend { defaults })
+        Ok(BashBackend { defaults, policy })
     }
 }
 

@@ -26,14 +26,15 @@ pub mod vm;
 /// The names of the built-in backends.
 pub const BUILTIN: [&str; 3] = ["bash", "vm", "rag"];
 
-/// Makes the built-in backend `name` with its default config.
-pub fn builtin(name: &str, config: &Map<String, Value>) -> Result<Arc<dyn Backend>> {
-    let _ = config;
+/// Makes the built-in backend `name` with its default config and the operator's policy
+/// (`resources.<name>.policy`: what sessions may loosen; see each adapter's documentation).
+pub fn builtin(name: &str, config: &Map<String, Value>, policy: &Map<String, Value>) -> Result<Arc<dyn Backend>> {
+    let _ = (config, policy);
     match name {
         #[cfg(feature = "bash")]
-        "bash" => Ok(Arc::new(bash::BashBackend::new(config.clone())?)),
+        "bash" => Ok(Arc::new(bash::BashBackend::with_policy(config.clone(), policy.clone())?)),
         #[cfg(feature = "vm")]
-        "vm" => Ok(Arc::new(vm::VmBackend::new(config.clone())?)),
+        "vm" => Ok(Arc::new(vm::VmBackend::with_policy(config.clone(), policy.clone())?)),
         #[cfg(feature = "rag")]
         "rag" => Ok(Arc::new(rag::RagBackend::new(config.clone())?)),
         #[cfg(not(feature = "bash"))]

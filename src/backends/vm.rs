@@ -151,14 +151,21 @@ fn started_error(e: agentflow_vm::Error) -> Error {
 #[derive(Debug)]
 pub struct VmBackend {
     defaults: Map<String, Value>,
+    /// The operator's policy (`resources.vm.policy`): what sessions may loosen.
+    policy: Map<String, Value>,
 }
 
 impl VmBackend {
     /// A backend whose sessions start from these config defaults (`screen_size`, `depth`,
     /// `display`); a mistyped default is a configuration error.
     pub fn new(defaults: Map<String, Value>) -> Result<Self> {
+        Self::with_policy(defaults, Map::new())
+    }
+
+    /// A backend with the operator's policy too (`resources.vm.policy`).
+    pub fn with_policy(defaults: Map<String, Value>, policy: Map<String, Value>) -> Result<Self> {
         DesktopConfig::read(&defaults).map_err(|(key, reason)| Error::Config(format!("vm.{key}: {reason}")))?;
-        Ok(VmBackend { defaults })
+        Ok(VmBackend { defaults, policy })
     }
 }
 

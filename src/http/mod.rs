@@ -86,6 +86,7 @@ pub fn status_of(envelope: &Envelope) -> StatusCode {
         code::PARAM => StatusCode::BAD_REQUEST,
         code::SESSION if envelope.data.get("busy") == Some(&Value::Bool(true)) => StatusCode::CONFLICT,
         code::SESSION => StatusCode::NOT_FOUND,
+        code::NOT_PERMITTED if envelope.data.get("policy") == Some(&Value::Bool(true)) => StatusCode::FORBIDDEN,
         code::NOT_PERMITTED => StatusCode::UNAUTHORIZED,
         code::BACKEND => StatusCode::BAD_GATEWAY,
         code::TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
