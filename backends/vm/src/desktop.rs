@@ -1,13 +1,17 @@
 //! The [`Desktop`]: one X display, seen through screenshots and driven through XTEST.
 //!
 //! A desktop either owns a private Xvfb (`xvfb.rs`, stopped with the desktop) or is attached to
-//! a display someone else runs (left running, with the keymap as it was found). It talks X11
+//! a display someone else runs (left running, with the keymap as it was found). A private server
+//! is opened with its cookie over its local socket, never through `$DISPLAY`'s lookup; an
+//! attached display authenticates as Xlib would (`$XAUTHORITY`), and attaching to another
+//! desktop's private server is refused before any connection is made. It talks X11
 //! over one connection, in-process: MIT-SHM for capture when the server shares memory with us,
 //! XTEST for input, with a round trip after each action so that when a call returns the server
 //! has delivered its events. It knows nothing of sessions, JSON or async: every method blocks,
 //! and the caller keeps it off async worker threads.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Instant;
 
 use x11rb::connection::{Connection, RequestConnection};
@@ -17,14 +21,16 @@ use x11rb::protocol::xproto::{
     Window,
 };
 use x11rb::protocol::{shm, xtest, Event};
-use x11rb::rust_connection::RustConnection;
+use x11rb::reexports::x11rb_protocol::parse_display::ConnectAddress;
+use x11rb::rust_connection::{DefaultStream, RustConnection};
 use x11rb::CURRENT_TIME;
 
+use crate::display::DisplayName;
 use crate::error::{Error, Result};
 use crate::keymap::{Keymap, Plan, Stroke};
 use crate::keys::Key;
 use crate::screenshot::{encode_png, Frame, PixelFormat, Screenshot};
-use crate::xvfb::Xvfb;
+use crate::xvfb::{Xvfb, COOKIE_PROTOCOL};
 
 /// Intermediate pointer positions between the ends of a drag, so that toolkits see a motion.
 const DRAG_STEPS: i64 = 10;
@@ -209,14 +215,35 @@ impl Desktop {
         Desktop::open(display, Some(server))
     }
 
-    /// Opens an existing display (`":99"`), which is left running when the desktop closes.
+    /// Opens an existing display (`":99"`), which is left running when the desktop closes. The
+    /// private display of another desktop of this process is refused before anything connects.
     pub fn attach(display: &str) -> Result<Desktop> {
+        let refused = |reason: &str| Error::Connect { display: display.to_owned(), reason: reason.to_owned() };
+        let name = DisplayName::parse(display).ok_or_else(|| refused("not an X display name"))?;
+        if name.is_private() {
+            return Err(refused("it is the private desktop of another session"));
+        }
         Desktop::open(display.to_owned(), None)
     }
 
     fn open(display: String, server: Option<Xvfb>) -> Result<Desktop> {
         let refused = |reason: String| Error::Connect { display: display.clone(), reason };
-        let (conn, screen_num) = RustConnection::connect(Some(&display)).map_err(|e| refused(e.to_string()))?;
+        let (conn, screen_num) = match &server {
+            // Our own server: its socket, its cookie.
+            Some(xvfb) => {
+                let socket = ConnectAddress::Socket(format!("/tmp/.X11-unix/X{}", xvfb.number()));
+                let (stream, _) = DefaultStream::connect(&socket).map_err(|e| refused(e.to_string()))?;
+                let conn = RustConnection::connect_to_stream_with_auth_info(
+                    stream,
+                    0,
+                    COOKIE_PROTOCOL.to_vec(),
+                    xvfb.cookie().to_vec(),
+                )
+                .map_err(|e| refused(e.to_string()))?;
+                (conn, 0)
+            }
+            None => RustConnection::connect(Some(&display)).map_err(|e| refused(e.to_string()))?,
+        };
         if conn.extension_information(xtest::X11_EXTENSION_NAME).on(&display)?.is_none() {
             return Err(refused("the server has no XTEST extension".into()));
         }
@@ -275,9 +302,16 @@ impl Desktop {
         Ok(desktop)
     }
 
-    /// The display, e.g. `:3`; `DISPLAY=:3` lets other X clients on it.
+    /// The display, e.g. `:3`; with [`Desktop::xauthority`], other X clients can open it.
     pub fn display(&self) -> &str {
         &self.display
+    }
+
+    /// The Xauthority file holding the private server's cookie (`XAUTHORITY=<file>
+    /// DISPLAY=<display>` lets another X client on it), or `None` when attached. It is removed
+    /// when the desktop closes.
+    pub fn xauthority(&self) -> Option<&Path> {
+        self.server.as_ref().and_then(Xvfb::xauthority)
     }
 
     /// The screen's size in pixels.

@@ -2,14 +2,16 @@
 //!
 //! An X11 desktop you can see and drive, in-process: a [`Desktop`] starts its own Xvfb (or
 //! attaches to a running display), takes screenshots over MIT-SHM, encodes them as PNG, and moves
-//! the mouse and types through XTEST, with no helper process per action. It knows nothing of
+//! the mouse and types through XTEST, with no helper process per action. A private Xvfb admits
+//! only clients holding its cookie ([`Desktop::xauthority`]). It knows nothing of
 //! sessions, JSON or async; the engine's `vm` adapter (`src/backends/vm.rs` in the root crate)
 //! maps tools onto it and keeps its blocking calls off async worker threads.
 //!
 //! | module | owns |
 //! |---|---|
 //! | `desktop` | the connection, capture, input, and the desktop's lifetime |
-//! | `xvfb` | the private Xvfb process: a race-free display number, stop and reap |
+//! | `xvfb` | the private Xvfb process: a race-free display number, its cookie, stop and reap |
+//! | `display` | display strings: which display a name reaches, whether it is a private one |
 //! | `keys` | pyautogui key names and characters to X keysyms |
 //! | `keymap` | keycodes for keysyms, spare keycodes for what the keymap lacks |
 //! | `screenshot` | pixel formats to RGB, PNG encoding |
@@ -28,6 +30,7 @@
 //! ```
 
 mod desktop;
+mod display;
 mod error;
 mod keymap;
 mod keys;
@@ -38,6 +41,7 @@ mod xvfb;
 mod tests;
 
 pub use desktop::{Button, Desktop};
+pub use display::DisplayName;
 pub use error::{Error, Result};
 pub use keys::Key;
 pub use screenshot::{choose, encode_png, encode_png_with, Compression, Frame, Screenshot, SCREENSHOT_COMPRESSION};

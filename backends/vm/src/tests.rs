@@ -2,22 +2,44 @@
 //! `xdotool`, `xmodmap`, `xdpyinfo`). Tests of the engine's tools are in the root crate's
 //! `tests/vm.rs`.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Button, Desktop, Error, Key};
+use crate::{Button, Desktop, DisplayName, Error, Key};
 
-/// Runs an X client on `display` and returns its stdout; panics (loudly naming the package) if it
-/// is missing or fails.
-fn x_client(display: &str, program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
+/// An X client on `display`, presenting the cookie in `xauthority` (none: an Xauthority file
+/// that does not exist, so `~/.Xauthority` is not read either).
+fn x_command(display: &str, xauthority: Option<&Path>, program: &str) -> Command {
+    let mut command = Command::new(program);
+    command
         .env("DISPLAY", display)
-        .stdin(Stdio::null())
+        .env("XAUTHORITY", xauthority.unwrap_or(Path::new("/nonexistent/Xauthority")))
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs an X client and returns its stdout; panics (loudly naming the package) if it is missing
+/// or fails.
+fn run(mut command: Command, args: &[&str]) -> String {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let out = command
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program} (install x11-utils, x11-xserver-utils, xdotool): {e}"));
     assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs an X client on a display started by hand (no authorization).
+fn x_client(display: &str, program: &str, args: &[&str]) -> String {
+    run(x_command(display, None, program), args)
+}
+
+/// Runs an X client on a desktop's private display, with its cookie.
+fn on(desktop: &Desktop, program: &str, args: &[&str]) -> String {
+    run(x_command(desktop.display(), desktop.xauthority(), program), args)
 }
 
 fn process_exists(pid: u32) -> bool {
@@ -68,7 +90,7 @@ impl Drop for Foreign {
 fn screenshot_shows_the_root_colour_at_the_screen_size_and_dropping_stops_xvfb() {
     let mut desktop = Desktop::start(320, 200, 24).unwrap();
     assert!(desktop.shared_memory(), "a local Xvfb shares memory");
-    x_client(desktop.display(), "xsetroot", &["-solid", "#ff0000"]);
+    on(&desktop, "xsetroot", &["-solid", "#ff0000"]);
     let frame = desktop.capture().unwrap();
     assert_eq!((frame.width(), frame.height()), (320, 200));
     let mut rgb = Vec::new();
@@ -92,7 +114,7 @@ fn screenshot_shows_the_root_colour_at_the_screen_size_and_dropping_stops_xvfb()
 fn a_16_bit_screen_reads_as_rgb() {
     let mut desktop = Desktop::start(64, 48, 16).unwrap();
     assert_eq!(desktop.depth(), 16);
-    x_client(desktop.display(), "xsetroot", &["-solid", "#00ff00"]);
+    on(&desktop, "xsetroot", &["-solid", "#00ff00"]);
     let frame = desktop.capture().unwrap();
     assert_eq!(frame.pixel(63, 47), [0, 255, 0]);
 }
@@ -101,7 +123,7 @@ fn a_16_bit_screen_reads_as_rgb() {
 fn the_pointer_goes_where_it_is_sent() {
     let mut desktop = Desktop::start(640, 480, 24).unwrap();
     desktop.move_to(123, 321).unwrap();
-    let seen = x_client(desktop.display(), "xdotool", &["getmouselocation", "--shell"]);
+    let seen = on(&desktop, "xdotool", &["getmouselocation", "--shell"]);
     assert!(seen.contains("X=123\n") && seen.contains("Y=321\n"), "{seen}");
     assert_eq!(desktop.pointer().unwrap(), (123, 321));
     desktop.drag((10, 10), (600, 400)).unwrap();
@@ -205,9 +227,8 @@ fn named_keys_shifted_characters_and_unmapped_keysyms_reach_a_window_as_their_ke
     let mut desktop = Desktop::start(400, 300, 24).unwrap();
     let log_path = std::env::temp_dir().join(format!("agentflow-vm-keys-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut xev = Command::new("xev")
+    let mut xev = x_command(desktop.display(), desktop.xauthority(), "xev")
         .args(["-geometry", "300x200+0+0", "-event", "keyboard"])
-        .env("DISPLAY", desktop.display())
         .stdout(log)
         .stderr(Stdio::null())
         .spawn()
@@ -245,4 +266,50 @@ fn named_keys_shifted_characters_and_unmapped_keysyms_reach_a_window_as_their_ke
     for e in expected {
         assert!(seen.contains(e), "xev did not see {e}:\n{seen}");
     }
+}
+
+#[test]
+fn a_private_display_admits_only_clients_with_its_cookie_which_is_removed_with_it() {
+    let desktop = Desktop::start(64, 48, 24).unwrap();
+    let file = desktop.xauthority().expect("a private display has a cookie").to_owned();
+    let dir = file.parent().unwrap().to_owned();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&dir), mode(&file)), (0o700, 0o600));
+
+    // Without the cookie, an X client is refused at connection setup.
+    let refused = x_command(desktop.display(), None, "xdpyinfo").output().expect("xdpyinfo (install x11-utils)");
+    assert!(!refused.status.success(), "a client without the cookie got in");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("uthoriz") || said.contains("unable to open"), "{said}");
+    // With it, the same client gets in.
+    assert!(on(&desktop, "xdpyinfo", &[]).contains("dimensions:    64x48"));
+    // And no TCP port serves the display.
+    let n: u16 = desktop.display()[1..].parse().unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", 6000 + n)).is_err(), "Xvfb listens on TCP");
+
+    drop(desktop);
+    assert!(!file.exists() && !dir.exists(), "{} outlived its desktop", dir.display());
+}
+
+#[test]
+fn attaching_to_a_private_display_of_this_process_is_refused_in_every_spelling() {
+    let desktop = Desktop::start(64, 48, 24).unwrap();
+    let n = desktop.display()[1..].to_owned();
+    let socket = format!("/tmp/.X11-unix/X{n}");
+    let link = std::env::temp_dir().join(format!("agentflow-vm-link-{}", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&socket, &link).unwrap();
+    let spellings =
+        [format!(":{n}"), format!(":{n}.0"), format!("unix/:{n}"), socket.clone(), link.display().to_string()];
+    for name in &spellings {
+        assert!(DisplayName::parse(name).unwrap().is_private(), "{name}");
+        match Desktop::attach(name) {
+            Err(Error::Connect { reason, .. }) => assert!(reason.contains("private"), "{name}: {reason}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    drop(desktop);
+    // Once stopped, the number is no longer this process's.
+    assert!(!DisplayName::parse(&format!(":{n}")).unwrap().is_private());
+    let _ = std::fs::remove_file(&link);
 }

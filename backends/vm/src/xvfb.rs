@@ -1,14 +1,27 @@
-//! A private Xvfb server: started on a display number it picks itself, stopped with its owner.
+//! A private Xvfb server: started on a display number it picks itself, reachable only with its
+//! own cookie, stopped with its owner.
 //!
 //! The display number comes from Xvfb's `-displayfd`: the server binds the first free display
 //! and writes its number to a pipe once it accepts connections, so two servers started at once
 //! never race for a number and nobody polls for a socket. Stopping is SIGTERM (Xvfb removes its
 //! socket and lock file), then SIGKILL after a grace, then a wait, so no zombie and no stale
 //! `/tmp/.X*-lock` is left. What runs on the display is left to [`Desktop`](crate::Desktop).
+//!
+//! Nobody else may use the display: each server gets its own MIT-MAGIC-COOKIE-1 (16 bytes from
+//! the kernel's `getrandom`), written to an Xauthority file (mode 0600) in a private directory
+//! (mode 0700) given to the server with `-auth`, and listens on no TCP port (`-nolisten tcp`).
+//! A client without the cookie is refused at connection setup, whatever its display string. The
+//! file and its directory are removed once the server has exited. The displays this process has
+//! started and not yet stopped are kept in a process-wide registry, so that attaching to one of
+//! them can be refused ([`DisplayName::is_private`](crate::DisplayName::is_private)).
 
-use std::io::Read;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,20 +37,105 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How much of Xvfb's stderr is kept to explain a failure.
 const STDERR_TAIL: usize = 2048;
+/// The authorization protocol of the cookie.
+pub(crate) const COOKIE_PROTOCOL: &[u8] = b"MIT-MAGIC-COOKIE-1";
+/// Xauthority's wildcard address family: the entry matches any host (the number still matters).
+const FAMILY_WILD: u16 = 0xffff;
+
+/// The display numbers of the Xvfbs this process runs: added once a server is ready, removed
+/// once it has exited.
+static STARTED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// Whether display number `n` is served by an Xvfb this process started and has not stopped.
+pub(crate) fn started_here(n: u16) -> bool {
+    STARTED.lock().contains(&n)
+}
+
+/// A server's cookie and the Xauthority file that holds it, in a directory of its own; both
+/// removed on drop.
+#[derive(Debug)]
+struct Authority {
+    dir: PathBuf,
+    file: PathBuf,
+    cookie: [u8; 16],
+}
+
+impl Authority {
+    /// A fresh random cookie, in `<tmp>/agentflow-xauth-XXXXXX/Xauthority`. The entry has the
+    /// wildcard family and no display number, so clients given the file find it for any display
+    /// (the number is not known until the server has picked it).
+    fn create() -> Result<Authority> {
+        let failed = |what: &str, e: std::io::Error| Error::Start(format!("cannot {what}: {e}"));
+        let mut cookie = [0u8; 16];
+        let mut filled = 0;
+        while filled < cookie.len() {
+            // SAFETY: writes into the live remainder of `cookie`.
+            let n = unsafe { libc::getrandom(cookie[filled..].as_mut_ptr().cast(), cookie.len() - filled, 0) };
+            if n > 0 {
+                filled += n as usize;
+            } else {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    // No weaker fallback: a guessable cookie is no protection.
+                    return Err(failed("draw a random X cookie", e));
+                }
+            }
+        }
+        let template = std::env::temp_dir().join("agentflow-xauth-XXXXXX");
+        let mut template = std::ffi::CString::new(template.as_os_str().as_bytes())
+            .map_err(|_| Error::Start("the temporary directory's path holds a NUL byte".into()))?
+            .into_bytes_with_nul();
+        // SAFETY: `template` is a NUL-terminated buffer mkdtemp rewrites in place; it makes the
+        // directory with mode 0700.
+        if unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) }.is_null() {
+            return Err(failed("make a private directory for the X cookie", std::io::Error::last_os_error()));
+        }
+        template.pop();
+        let dir = PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&template)));
+        let auth = Authority { file: dir.join("Xauthority"), dir, cookie };
+        let mut entry = Vec::with_capacity(64);
+        entry.extend_from_slice(&FAMILY_WILD.to_be_bytes());
+        for field in [&b""[..], b"", COOKIE_PROTOCOL, &cookie] {
+            entry.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            entry.extend_from_slice(field);
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&auth.file)
+            .and_then(|mut f| f.write_all(&entry))
+            .map_err(|e| failed("write the Xauthority file", e))?;
+        Ok(auth)
+    }
+}
+
+impl Drop for Authority {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
 
 /// A running Xvfb, stopped on [`Xvfb::stop`] or on drop.
 #[derive(Debug)]
 pub(crate) struct Xvfb {
     child: Child,
     display: String,
+    /// The display number, once the server has said it.
+    number: Option<u16>,
+    /// The cookie and its file; dropped after the server has exited.
+    auth: Option<Authority>,
     stderr: Arc<Mutex<Vec<u8>>>,
     drain: Option<JoinHandle<()>>,
     stopped: bool,
 }
 
 impl Xvfb {
-    /// Starts `Xvfb` with one screen of `width`×`height`×`depth` on a free display.
+    /// Starts `Xvfb` with one screen of `width`×`height`×`depth` on a free display, accepting
+    /// only clients that present its cookie.
     pub(crate) fn start(width: u32, height: u32, depth: u8) -> Result<Xvfb> {
+        let auth = Authority::create()?;
         let _serial = StartGuard::acquire();
         let (read_end, write_end) = pipe()?;
         let write_fd = write_end.as_raw_fd();
@@ -45,6 +143,8 @@ impl Xvfb {
         command
             .arg("-displayfd")
             .arg(write_fd.to_string())
+            .arg("-auth")
+            .arg(&auth.file)
             .arg("-screen")
             .arg("0")
             .arg(format!("{width}x{height}x{depth}"))
@@ -82,10 +182,13 @@ impl Xvfb {
                 })
                 .expect("spawn the xvfb stderr thread")
         });
-        let mut xvfb = Xvfb { child, display: String::new(), stderr, drain, stopped: false };
+        let mut xvfb =
+            Xvfb { child, display: String::new(), number: None, auth: Some(auth), stderr, drain, stopped: false };
         match read_display_number(read_end, Instant::now() + READY_TIMEOUT) {
             Ok(n) => {
                 xvfb.display = format!(":{n}");
+                xvfb.number = Some(n);
+                STARTED.lock().insert(n);
                 Ok(xvfb)
             }
             Err(reason) => {
@@ -109,6 +212,21 @@ impl Xvfb {
         &self.display
     }
 
+    /// The display number.
+    pub(crate) fn number(&self) -> u16 {
+        self.number.unwrap_or_default()
+    }
+
+    /// The cookie a client must present (MIT-MAGIC-COOKIE-1).
+    pub(crate) fn cookie(&self) -> &[u8] {
+        self.auth.as_ref().map_or(&[], |a| &a.cookie[..])
+    }
+
+    /// The Xauthority file holding the cookie, for other X clients (`XAUTHORITY=...`).
+    pub(crate) fn xauthority(&self) -> Option<&Path> {
+        self.auth.as_ref().map(|a| a.file.as_path())
+    }
+
     /// The server's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
@@ -127,7 +245,8 @@ impl Xvfb {
         lines[lines.len().saturating_sub(3)..].join(" | ")
     }
 
-    /// Stops the server and reaps it: SIGTERM, SIGKILL after a grace, wait. Idempotent.
+    /// Stops the server and reaps it: SIGTERM, SIGKILL after a grace, wait; then forgets its
+    /// display number and removes its cookie. Idempotent.
     pub(crate) fn stop(&mut self) {
         if self.stopped {
             return;
@@ -150,6 +269,10 @@ impl Xvfb {
         if let Some(drain) = self.drain.take() {
             let _ = drain.join();
         }
+        if let Some(n) = self.number {
+            STARTED.lock().remove(&n);
+        }
+        self.auth = None;
     }
 }
 
@@ -219,7 +342,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Reads the display number Xvfb writes to `-displayfd`, up to `deadline`.
-fn read_display_number(fd: OwnedFd, deadline: Instant) -> std::result::Result<u32, String> {
+fn read_display_number(fd: OwnedFd, deadline: Instant) -> std::result::Result<u16, String> {
     let mut file = std::fs::File::from(fd);
     let mut text = Vec::new();
     loop {
