@@ -39,7 +39,7 @@ pub struct ServerConfig {
     pub port: u16,
     /// Session time-to-live in seconds (default 300).
     pub session_ttl: f64,
-    /// Cap on live sessions.
+    /// Cap on live sessions; unset, [`default_max_sessions`] of this machine.
     pub max_sessions: Option<usize>,
     /// Cap on sessions per worker.
     pub max_sessions_per_worker: Option<usize>,
@@ -49,6 +49,14 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// Longest a request may take, seconds (default 3600).
     pub request_timeout: f64,
+    /// Longest wait for a request's headers, seconds (default 30): from a connection's start or
+    /// the end of its previous request, so also how long an idle keep-alive connection is kept.
+    /// The default is above the Rust client's 20 s pool idle time, so the server does not close
+    /// a connection the client is about to reuse.
+    pub header_timeout: f64,
+    /// Longest wait for a request's body once its headers are in, seconds (default 30): at the
+    /// 32 MiB body limit, about 1 MiB/s. Past it, 2002 with HTTP 408.
+    pub body_timeout: f64,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +70,8 @@ impl Default for ServerConfig {
             max_body_bytes: 32 << 20,
             max_concurrent_requests: 1024,
             request_timeout: 3600.0,
+            header_timeout: 30.0,
+            body_timeout: 30.0,
         }
     }
 }
@@ -166,9 +176,7 @@ impl Config {
             return Err(Error::Config(format!("server.session_ttl must be positive, got {ttl}")));
         }
         let mut builder = Engine::builder().session_ttl(Duration::from_secs_f64(ttl));
-        if let Some(n) = self.server.max_sessions {
-            builder = builder.max_sessions(n);
-        }
+        builder = builder.max_sessions(self.server.max_sessions.unwrap_or_else(default_max_sessions));
         if let Some(n) = self.server.max_sessions_per_worker {
             builder = builder.max_sessions_per_worker(n);
         }
@@ -190,6 +198,33 @@ impl Config {
         }
         Ok(engine)
     }
+}
+
+/// Live sessions allowed when `server.max_sessions` is not set: the smaller of one per 64 MiB of
+/// the machine's memory and 256 per core, and at least 256.
+///
+/// A session is a process tree (a shell and what it runs) or a display (an Xvfb of a few tens of
+/// MiB); 64 MiB each keeps a full table within the machine's memory with room for the commands'
+/// own use. The per-core bound keeps the reaper, shutdown and process accounting in proportion
+/// to the CPU that must do them. The floor of 256 is what a load test of the original project
+/// creates. On a 24 GiB, 2-core machine: min(384, 512) = 384. When memory or cores cannot be
+/// read, 256.
+pub fn default_max_sessions() -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let by_memory = mem_total_bytes().map(|b| (b >> 26) as usize).unwrap_or(0);
+    sessions_for(by_memory, cores)
+}
+
+fn sessions_for(by_memory: usize, cores: usize) -> usize {
+    by_memory.min(cores.saturating_mul(256)).max(256)
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes.
+fn mem_total_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Expands `${VAR}` and `${VAR:-default}` in every string of `value`.
@@ -240,6 +275,20 @@ mod tests {
         assert_eq!(expand("${SET:-x}", &env).unwrap(), "value");
         assert_eq!(expand("${UNSET}", &env).unwrap(), "");
         assert!(expand("${OPEN", &env).is_err());
+    }
+
+    #[test]
+    fn max_sessions_has_a_default_sized_from_the_machine() {
+        let n = default_max_sessions();
+        assert!(n >= 256, "{n}");
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert!(n <= (cores * 256).max(256), "{n} for {cores} cores");
+        assert_eq!(sessions_for(384, 2), 384);
+        assert_eq!(sessions_for(10_000, 2), 512);
+        assert_eq!(sessions_for(16, 1), 256);
+        assert_eq!(sessions_for(0, 64), 256);
+        let c = Config::parse(r#"{"server": {"header_timeout": 5, "body_timeout": 7.5}}"#).unwrap();
+        assert_eq!((c.server.header_timeout, c.server.body_timeout, c.server.max_sessions), (5.0, 7.5, None));
     }
 
     #[test]

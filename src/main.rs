@@ -69,6 +69,9 @@ async fn run(args: Args) -> Result<(), String> {
              port can run shell commands. Set security.auth in the config or AGENTFLOW_API_KEY."
         );
     }
+    if let Some(warning) = unjailed_warning(&config.server.host, &config) {
+        eprintln!("agentflow-sandbox: WARNING: {warning}");
+    }
     let engine = config.engine().map_err(|e| e.to_string())?;
     eprintln!(
         "agentflow-sandbox {} listening on http://{local} (backends: {})",
@@ -78,6 +81,31 @@ async fn run(args: Args) -> Result<(), String> {
     serve(listener, engine, options, terminated()).await.map_err(|e| e.to_string())?;
     eprintln!("agentflow-sandbox: stopped");
     Ok(())
+}
+
+/// Whether `host` lets other machines connect: anything but `localhost`, 127.0.0.0/8 and `::1`
+/// (a name other than `localhost` may resolve anywhere, so it counts as beyond).
+fn beyond_loopback(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return false;
+    }
+    host.parse::<std::net::IpAddr>().map_or(true, |ip| !ip.is_loopback())
+}
+
+/// The warning to print when the server listens beyond loopback while the bash backend is enabled
+/// and its default `isolation` (`resources.bash.config.isolation`) is not `"bwrap"`.
+fn unjailed_warning(host: &str, config: &Config) -> Option<String> {
+    let bash = config.resources.get("bash").filter(|r| r.enabled)?;
+    let isolation = bash.config.get("isolation").and_then(|v| v.as_str()).unwrap_or("none");
+    if isolation == "bwrap" || !beyond_loopback(host) {
+        return None;
+    }
+    Some(format!(
+        "listening on {host} with bash isolation '{isolation}': commands run unjailed, as this server's own \
+         user, and can reach everything it can (files, network, other sessions' processes). Set \
+         resources.bash.config.isolation to \"bwrap\" or listen on 127.0.0.1"
+    ))
 }
 
 fn main() -> ExitCode {
@@ -101,5 +129,42 @@ fn main() -> ExitCode {
             eprintln!("agentflow-sandbox: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_told_apart() {
+        for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LocalHost"] {
+            assert!(!beyond_loopback(host), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "10.0.0.5", "192.168.1.2", "example.com", ""] {
+            assert!(beyond_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn warns_only_for_an_unjailed_shell_beyond_loopback() {
+        let with = |isolation: Option<&str>, enabled: bool| {
+            let mut config = Config::default();
+            let bash = config.resources.get_mut("bash").unwrap();
+            bash.enabled = enabled;
+            if let Some(i) = isolation {
+                bash.config.insert("isolation".into(), i.into());
+            }
+            config
+        };
+        let warning = unjailed_warning("0.0.0.0", &with(None, true)).expect("a warning");
+        assert!(warning.contains("unjailed") && warning.contains("own user"), "{warning}");
+        assert!(unjailed_warning("0.0.0.0", &with(Some("none"), true)).is_some());
+        assert!(unjailed_warning("0.0.0.0", &with(Some("bwrap"), true)).is_none());
+        assert!(unjailed_warning("127.0.0.1", &with(None, true)).is_none());
+        assert!(unjailed_warning("0.0.0.0", &with(None, false)).is_none());
+        let mut no_bash = Config::default();
+        no_bash.resources.remove("bash");
+        assert!(unjailed_warning("::", &no_bash).is_none());
     }
 }

@@ -1,8 +1,9 @@
-//! Integration tests of the HTTP facade: the router through `tower::ServiceExt::oneshot`, one
-//! real socket on 127.0.0.1:0, and the server binary stopped by `/shutdown`.
+//! Integration tests of the HTTP facade: the router through `tower::ServiceExt::oneshot`, real
+//! sockets on 127.0.0.1:0 (serving until shutdown, and holding up under slow senders), and the
+//! server binary stopped by `/shutdown`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentflow_sandbox::backends::memory::MemoryBackend;
 use agentflow_sandbox::http::{router, router_with, serve, Options};
@@ -175,6 +176,28 @@ async fn an_oversized_body_is_413_with_an_envelope() {
     assert_eq!(status, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn a_wrong_method_on_a_known_path_is_405_with_an_envelope() {
+    let app = router(engine());
+    for (method, uri, allowed) in
+        [("GET", "/execute", "POST"), ("GET", "/api/v1/execute", "POST"), ("POST", "/health", "GET,HEAD")]
+    {
+        let response = app.clone().oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap());
+        let response = response.await.unwrap();
+        let status = response.status();
+        let allow = response.headers().get("allow").map(|v| v.to_str().unwrap().replace(' ', ""));
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("{method} {uri}: not JSON ({status}): {}", String::from_utf8_lossy(&bytes)));
+        assert_eq!((status, v["code"].as_u64()), (StatusCode::METHOD_NOT_ALLOWED, Some(1002)), "{method} {uri}: {v}");
+        assert_eq!(v["data"]["field"], "method", "{v}");
+        let message = v["message"].as_str().unwrap();
+        assert!(message.contains(method) && message.contains(uri), "{message}");
+        assert!(v["meta"].get("trace_id").is_some(), "{v}");
+        assert_eq!(allow.as_deref(), Some(allowed), "{method} {uri}");
+    }
+}
+
 /// One request over a real socket, `Connection: close`; returns status and body.
 async fn raw(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -206,6 +229,128 @@ async fn a_real_socket_serves_until_shutdown() {
     assert_eq!((status, v["status"].as_str(), v["sessions_cleaned"].as_u64()), (200, Some("success"), Some(1)));
     tokio::time::timeout(Duration::from_secs(10), server).await.expect("server stopped").unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port is closed after shutdown");
+}
+
+/// A slow sender on its own connection: `head`, then one byte every 50 ms (at most `max_bytes`),
+/// until the server answers or closes. Returns whether the server closed the connection, when,
+/// and what it answered.
+fn slow_sender(
+    addr: std::net::SocketAddr,
+    head: &'static str,
+    max_bytes: usize,
+    started: tokio::sync::mpsc::Sender<()>,
+) -> tokio::task::JoinHandle<(bool, Duration, String)> {
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        started.send(()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..max_bytes {
+            if stream.write_all(b" ").await.is_err() {
+                break;
+            }
+            // Paces the sender and notices an answer or a close.
+            match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+                Err(_) => continue,
+                Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+                Ok(_) => break,
+            }
+            // Answered: the rest of the answer, then the close (or not, within 5 s).
+            while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                if n == 0 {
+                    return (true, t0.elapsed(), String::from_utf8_lossy(&answer).into_owned());
+                }
+                answer.extend_from_slice(&buf[..n]);
+            }
+            return (false, t0.elapsed(), String::from_utf8_lossy(&answer).into_owned());
+        }
+        let closed = matches!(stream.read(&mut buf).await, Ok(0) | Err(_));
+        (closed, t0.elapsed(), String::from_utf8_lossy(&answer).into_owned())
+    })
+}
+
+/// More slow senders than the concurrency limit (bodies sent a byte at a time, headers too): the
+/// server keeps answering `/health` and a tool call, and closes the slow connections at the body
+/// (header) timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_senders_hold_no_permit_and_are_cut_off() {
+    const LIMIT: usize = 4;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let options = Options {
+        max_concurrent_requests: LIMIT,
+        body_timeout: Duration::from_secs(1),
+        header_timeout: Duration::from_secs(1),
+        ..Options::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, engine(), options, async move {
+        let _ = stopped.await;
+    }));
+    let (started_tx, mut started) = tokio::sync::mpsc::channel(64);
+    let slow_body =
+        "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{";
+    let slow_head = "POST /execute HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let bodies: Vec<_> = (0..3 * LIMIT).map(|_| slow_sender(addr, slow_body, 400, started_tx.clone())).collect();
+    let heads: Vec<_> = (0..LIMIT).map(|_| slow_sender(addr, slow_head, 400, started_tx.clone())).collect();
+    for _ in 0..bodies.len() + heads.len() {
+        started.recv().await.unwrap();
+    }
+
+    let t0 = Instant::now();
+    let (status, v) = tokio::time::timeout(Duration::from_secs(3), raw(addr, "GET", "/health", ""))
+        .await
+        .expect("/health answers while slow senders are connected");
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
+    let body = r#"{"worker_id":"w","action":"mem:noop"}"#;
+    let (status, v) = tokio::time::timeout(Duration::from_secs(3), raw(addr, "POST", "/execute", body))
+        .await
+        .expect("/execute answers while slow senders are connected");
+    assert_eq!((status, v["code"].as_u64()), (200, Some(0)), "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "answered in {:?}", t0.elapsed());
+
+    for task in bodies {
+        let (closed, after, answer) = task.await.unwrap();
+        assert!(closed, "a slow body's connection is closed by the server (answer: {answer})");
+        assert!(after < Duration::from_secs(6), "closed after {after:?}, the body timeout is 1 s");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains(r#""code":2002"#), "{answer}");
+    }
+    for task in heads {
+        let (closed, after, _) = task.await.unwrap();
+        assert!(closed, "a slow header's connection is closed by the server");
+        assert!(after < Duration::from_secs(6), "closed after {after:?}, the header timeout is 1 s");
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server).await.expect("server stopped").unwrap().unwrap();
+}
+
+/// `server.max_sessions` of the config file caps live sessions: past it, 2004 with HTTP 503 naming
+/// the cap, and room again once one is destroyed.
+#[cfg(feature = "bash")]
+#[tokio::test]
+async fn the_config_caps_live_sessions_with_2004() {
+    let config = agentflow_sandbox::Config::parse(
+        r#"{"server": {"max_sessions": 2},
+            "resources": {"bash": {"enabled": true}, "vm": {"enabled": false}, "rag": {"enabled": false}}}"#,
+    )
+    .unwrap();
+    let engine = config.engine().unwrap();
+    let app = router(engine.clone());
+    for worker in ["a", "b"] {
+        let (status, v) = post(&app, "/session/create", json!({"worker_id": worker, "resource_type": "bash"})).await;
+        assert_eq!((status, v["code"].as_u64()), (StatusCode::OK, Some(0)), "{v}");
+    }
+    let (status, v) = post(&app, "/session/create", json!({"worker_id": "c", "resource_type": "bash"})).await;
+    assert_eq!((status, v["code"].as_u64()), (StatusCode::SERVICE_UNAVAILABLE, Some(2004)), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("max_sessions reached: 2"), "{v}");
+    let (_, v) = post(&app, "/session/destroy", json!({"worker_id": "a", "resource_type": "bash"})).await;
+    assert_eq!(v["code"], 0, "{v}");
+    let (_, v) = post(&app, "/session/create", json!({"worker_id": "c", "resource_type": "bash"})).await;
+    assert_eq!(v["code"], 0, "{v}");
+    engine.shutdown(true, true).await;
 }
 
 /// The `agentflow-sandbox` binary, stopped by `/shutdown`, exits 0 and leaves no process behind.

@@ -3,8 +3,10 @@
 //! It parses requests, routes them to the [`Engine`], and maps envelope codes to HTTP statuses
 //! (PROTOCOL.md §2, §3). Every endpoint of the user's documents is served, plus the `/api/v1/...`
 //! paths of the original Python client. A malformed body is a 1002 envelope, never a framework
-//! page. Authentication, the body limit, the concurrency limit and the request timeout are one
-//! middleware layer in front of the routes. What a call does is the engine's.
+//! page (a wrong method on a known path too: 1002 with HTTP 405). Authentication, the body limit
+//! and body timeout, the concurrency limit and the request timeout are one middleware layer in
+//! front of the routes. [`serve`] drives hyper itself, so that reading a request's headers is
+//! bounded in time too. What a call does is the engine's.
 
 // Handlers answer their rejections as ready `Response`s; boxing them would only add an allocation.
 #![allow(clippy::result_large_err)]
@@ -13,16 +15,20 @@ mod compat;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -45,10 +51,18 @@ pub struct Options {
     pub api_key: Option<String>,
     /// Largest request body; a larger one is a 1002 envelope with HTTP 413.
     pub max_body_bytes: usize,
-    /// Requests served at once; past it, callers wait.
+    /// Requests served at once (`/health` aside); past it, callers wait. A request takes its
+    /// place only once its body has been read, so slow senders never hold one.
     pub max_concurrent_requests: usize,
     /// Longest a request may take before it is answered 2002 with HTTP 504.
     pub request_timeout: Duration,
+    /// Longest wait for a request's headers, from the connection's start or from the end of its
+    /// previous request (so also how long an idle keep-alive connection stays open). Past it,
+    /// [`serve`] closes the connection. Not applied by [`router`] alone.
+    pub header_timeout: Duration,
+    /// Longest wait for a request's whole body once its headers are in; past it, the answer is
+    /// 2002 with HTTP 408 and the connection is closed.
+    pub body_timeout: Duration,
 }
 
 impl Default for Options {
@@ -64,9 +78,17 @@ impl From<&Config> for Options {
             api_key: config.api_key().map(str::to_owned).or(env_key),
             max_body_bytes: config.server.max_body_bytes,
             max_concurrent_requests: config.server.max_concurrent_requests.max(1),
-            request_timeout: Duration::from_secs_f64(config.server.request_timeout.max(0.001)),
+            request_timeout: seconds(config.server.request_timeout),
+            header_timeout: seconds(config.server.header_timeout),
+            body_timeout: seconds(config.server.body_timeout),
         }
     }
+}
+
+/// A config's seconds as a duration: at least 1 ms, and a non-finite or huge value is an hour
+/// rather than a panic.
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.001)).unwrap_or(Duration::from_secs(3600))
 }
 
 #[derive(Clone)]
@@ -217,6 +239,7 @@ pub fn router_with(engine: Engine, options: Options) -> (Router, watch::Receiver
         .route("/worker/disconnect", post(compat::disconnect));
     let router = routes
         .nest("/api/v1", v1)
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(limit))
@@ -228,6 +251,15 @@ async fn not_found(req: Request) -> Response {
     error_reply(
         StatusCode::NOT_FOUND,
         Error::ToolNotFound(format!("no endpoint {} {}", req.method(), req.uri().path())),
+    )
+}
+
+/// A known path asked with a method it does not serve: a 1002 naming the method, HTTP 405 (axum
+/// adds the `Allow` header).
+async fn method_not_allowed(req: Request) -> Response {
+    error_reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Error::param("method", format!("{} is not allowed on {}", req.method(), req.uri().path())),
     )
 }
 
@@ -247,7 +279,10 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).map(str::trim)
 }
 
-/// Authentication, concurrency limit and request timeout, in front of every route.
+/// Authentication, the body (its size and the time to receive it), the concurrency limit and the
+/// request timeout, in front of every route. The body is read here, before a permit is taken: a
+/// client that sends it slowly holds no permit, and only for `body_timeout`. `/health` takes no
+/// permit, so it answers even when every permit is in use.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let open = path == "/health" || path == "/api/v1/health";
@@ -256,6 +291,13 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         if !ok {
             return error_reply(StatusCode::UNAUTHORIZED, Error::NotPermitted("missing or wrong API key".into()));
         }
+    }
+    let req = match read_body(req, &state.options).await {
+        Ok(req) => req,
+        Err(response) => return response,
+    };
+    if open {
+        return next.run(req).await;
     }
     let Ok(_permit) = state.permits.clone().acquire_owned().await else {
         return error_reply(StatusCode::SERVICE_UNAVAILABLE, Error::ShuttingDown);
@@ -267,6 +309,43 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
             Error::Timeout { message: "request exceeded the server's request timeout".into(), data: json!({}) },
         ),
     }
+}
+
+fn too_large() -> Response {
+    error_reply(StatusCode::PAYLOAD_TOO_LARGE, Error::param("body", "request body is larger than the server's limit"))
+}
+
+/// The request with its body read into memory, within `max_body_bytes` and `body_timeout`.
+async fn read_body(req: Request, options: &Options) -> Result<Request, Response> {
+    let (parts, body) = req.into_parts();
+    let limit = options.max_body_bytes;
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let bytes = match tokio::time::timeout(options.body_timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(e)) => {
+            return Err(error_reply(
+                StatusCode::BAD_REQUEST,
+                Error::param("body", format!("cannot read the body: {e}")),
+            ))
+        }
+        Err(_) => {
+            let message = format!(
+                "request body not received within the server's body timeout ({} s)",
+                options.body_timeout.as_secs_f64()
+            );
+            let mut response = error_reply(
+                StatusCode::REQUEST_TIMEOUT,
+                Error::Timeout { message, data: json!({"body_timeout": options.body_timeout.as_secs_f64()}) },
+            );
+            // The rest of the body will not be read: the connection cannot carry another request.
+            response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            return Err(response);
+        }
+    };
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 async fn execute(State(s): State<AppState>, headers: HeaderMap, Body(mut req): Body<ExecuteRequest>) -> Response {
@@ -360,12 +439,17 @@ async fn ready(State(s): State<AppState>) -> Response {
 
 /// Serves `engine` on `listener` until `shutdown` resolves or `/shutdown` is called, then shuts
 /// the engine down (destroying every session) and returns.
+///
+/// Each connection is served by hyper's HTTP/1 server with `options.header_timeout` on reading
+/// headers. On shutdown, the listener is closed, idle connections are closed, and requests in
+/// progress finish first.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let header_timeout = options.header_timeout;
     let (router, mut stopped) = router_with(engine.clone(), options);
     let signal = async move {
         tokio::select! {
@@ -373,7 +457,55 @@ pub async fn serve(
             _ = stopped.wait_for(|s| *s) => {}
         }
     };
-    axum::serve(listener, router).with_graceful_shutdown(signal).await?;
+    serve_connections(listener, router, header_timeout, signal).await;
     engine.shutdown(false, true).await;
     Ok(())
+}
+
+/// Accepts connections until `signal`, serving each on its own task; then asks every connection
+/// to finish and waits until all have.
+async fn serve_connections(listener: TcpListener, router: Router, header_timeout: Duration, signal: impl Future) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    // Every connection task holds a receiver: the sender's `closed` is "all connections ended".
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut signal = pin!(signal);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of descriptors or memory: accepting again at once would spin.
+                    eprintln!("agentflow-sandbox: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+            drop(stop);
+        });
+    }
+    drop(listener);
+    stop_tx.send_replace(true);
+    drop(stop_rx);
+    stop_tx.closed().await;
+}
+
+/// Errors of one connection that `accept` reports, after which accepting goes on at once.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
 }
