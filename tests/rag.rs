@@ -2,7 +2,8 @@
 //! answers are known (stemming included), ranking and `top_k`, the `context` string, documents
 //! added at run time (found at once, and again after a restart on the same `index_dir`), a bad
 //! corpus line named by its number, searches running while documents are being indexed, config
-//! errors, and the corpus the default server config ships.
+//! errors, the corpus the default server config ships, and the caps on what one call may cost
+//! (hits per query, queries per batch, answer bytes, and the memory a large answer leaves).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -296,6 +297,9 @@ async fn mistyped_config_is_a_configuration_error_naming_the_key() {
         ("index_dir", json!(["a"])),
         ("writer_memory", json!(1000)),
         ("method", json!("dense")),
+        ("max_top_k", json!(0)),
+        ("max_batch", json!(-1)),
+        ("max_answer_bytes", json!(10)),
     ] {
         let mut config = Map::new();
         config.insert(key.into(), value);
@@ -328,5 +332,152 @@ async fn the_default_config_serves_the_shipped_corpus() {
     let data = ok(engine.execute("w", "rag:search", json!({"query": "session time-to-live", "top_k": 3})).await);
     assert_eq!(data["results"].as_array().unwrap().len(), 3, "{data}");
     assert!(data["context"].as_str().unwrap().contains("PROTOCOL.md"), "{}", data["context"]);
+    engine.shutdown(false, true).await;
+}
+
+/// `n` documents of about `size` bytes, each holding the word "common" (so that every query with
+/// it matches them all) and a word of its own.
+fn big_documents(n: usize, size: usize) -> Value {
+    let filler = "lorem ipsum dolor sit amet ".repeat(size / 27 + 1);
+    let docs: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("d{i}"), "title": format!("Doc {i}"), "content": format!("common unique{i} {}", &filler[..size])}))
+        .collect();
+    json!({"documents": docs})
+}
+
+/// The process's resident memory, from `/proc/self/status`, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+fn assert_param(envelope: &Envelope, field: &str, cap: &str) {
+    assert_eq!(envelope.code, 1002, "{}: {}", envelope.message, envelope.data);
+    assert_eq!(envelope.data["field"], field, "{}", envelope.message);
+    assert!(envelope.message.contains(cap), "the message names the cap {cap}: {}", envelope.message);
+}
+
+/// The attack of the security review (10,000 queries, top_k 1,000) and anything past the
+/// default or configured caps is a 1002 naming the parameter and the cap.
+#[tokio::test]
+async fn top_k_and_batch_size_are_capped() {
+    let scratch = Scratch::new("caps");
+    let engine = engine_with(json!({"corpus_path": write_fixture(&scratch)}));
+    let queries = vec!["the tides"; 10_000];
+    let e = engine.execute("w", "rag:batch_search", json!({"queries": queries, "top_k": 1000})).await;
+    assert_eq!(e.code, 1002, "{}", e.message);
+    let e = engine.execute("w", "rag:batch_search", json!({"queries": vec!["tides"; 1001]})).await;
+    assert_param(&e, "queries", "1000");
+    let e = engine.execute("w", "rag:search", json!({"query": "tides", "top_k": 101})).await;
+    assert_param(&e, "top_k", "100");
+    ok(engine.execute("w", "rag:batch_search", json!({"queries": vec!["tides"; 1000], "top_k": 100})).await);
+    let stats = ok(engine.execute("w", "rag:stats", json!({})).await);
+    assert_eq!((stats["max_top_k"].as_u64(), stats["max_batch"].as_u64()), (Some(100), Some(1000)));
+    assert_eq!(stats["max_answer_bytes"].as_u64(), Some(16 << 20));
+    engine.shutdown(false, true).await;
+
+    let config = json!({"corpus_path": write_fixture(&scratch), "max_top_k": 3, "max_batch": 2, "default_top_k": 2});
+    let engine = engine_with(config);
+    let e = engine.execute("w", "rag:search", json!({"query": "tides", "top_k": 4})).await;
+    assert_param(&e, "top_k", "3");
+    let e = engine.execute("w", "rag:batch_search", json!({"queries": ["a", "b", "c"]})).await;
+    assert_param(&e, "queries", "2");
+    ok(engine.execute("w", "rag:batch_search", json!({"queries": ["tides", "moon"], "top_k": 3})).await);
+    engine.shutdown(false, true).await;
+    let mut config = Map::new();
+    config.insert("max_top_k".into(), json!(3));
+    config.insert("default_top_k".into(), json!(5));
+    let e = RagBackend::new(config).unwrap_err();
+    assert!(e.to_string().contains("default_top_k"), "{e}");
+}
+
+/// An answer over `max_answer_bytes` is refused with a 1002 naming the parameter and the cap;
+/// under it, the answer's `data` is indeed within the cap.
+#[tokio::test]
+async fn answers_over_max_answer_bytes_are_refused() {
+    let engine = engine_with(json!({"max_answer_bytes": 64 * 1024}));
+    ok(engine.execute("w", "rag:index", big_documents(40, 1000)).await);
+    let e = engine.execute("w", "rag:batch_search", json!({"queries": vec!["common"; 40], "top_k": 40})).await;
+    assert_param(&e, "queries", "max_answer_bytes (65536 bytes)");
+    let e = engine.execute("w", "rag:search", json!({"query": "common", "top_k": 40})).await;
+    assert_param(&e, "top_k", "max_answer_bytes (65536 bytes)");
+    // The largest batch that fits: its JSON is within the cap.
+    let mut fitted = 0;
+    for n in 1..=40 {
+        let e = engine.execute("w", "rag:batch_search", json!({"queries": vec!["common"; n], "top_k": 10})).await;
+        if e.code != 0 {
+            assert_param(&e, "queries", "65536");
+            break;
+        }
+        let bytes = serde_json::to_vec(&e.data).unwrap().len();
+        assert!(bytes <= 64 * 1024, "{n} queries: {bytes} bytes of data");
+        fitted = n;
+    }
+    assert!(fitted >= 2, "a few queries fit: {fitted}");
+    assert!(fitted < 40, "not all do");
+    engine.shutdown(false, true).await;
+}
+
+/// A batch near the default 16 MiB cap, answered and serialised as the HTTP layer does, eight
+/// times: resident memory reaches a plateau (nothing kept per answer), and a batch far over the
+/// cap is refused without growing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_returns_after_large_answers() {
+    let engine = engine_with(json!({}));
+    for chunk in 0..4 {
+        let docs = big_documents(50, 1000);
+        let docs: Vec<Value> = docs["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                d["id"] = json!(format!("c{chunk}-{}", d["id"].as_str().unwrap()));
+                d
+            })
+            .collect();
+        ok(engine.execute("w", "rag:index", json!({"documents": docs})).await);
+    }
+    ok(engine.execute("w", "rag:search", json!({"query": "common"})).await);
+    let queries: Vec<String> = (0..75).map(|i| format!("common unique{i}")).collect();
+    let mut sizes = Vec::new();
+    let before = rss();
+    let mut after_first = 0;
+    let mut warm = 0;
+    for round in 0..8 {
+        let envelope = engine.execute("w", "rag:batch_search", json!({"queries": queries, "top_k": 100})).await;
+        assert_eq!(envelope.code, 0, "{}", envelope.message);
+        let bytes = serde_json::to_vec(&envelope).unwrap();
+        sizes.push(bytes.len());
+        drop((envelope, bytes));
+        match round {
+            0 => after_first = rss(),
+            2 => warm = rss(),
+            _ => {}
+        }
+    }
+    let after = rss();
+    let far_over = engine.execute("w", "rag:batch_search", json!({"queries": vec!["common"; 1000], "top_k": 100}));
+    let far_over_code = far_over.await.code;
+    let after_refusal = rss();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "rag rss: before {:.1} MiB, after 1 answer {:.1}, after 3 {:.1}, after 8 {:.1}, after a refused \
+         1000x100 batch {:.1}; answers {} bytes",
+        mib(before),
+        mib(after_first),
+        mib(warm),
+        mib(after),
+        mib(after_refusal),
+        sizes[0]
+    );
+    assert_eq!(far_over_code, 1002, "a 1000 x 100 batch of 1 KB passages is over the cap");
+    assert!(sizes[0] > 14 << 20 && sizes[0] < 17 << 20, "near the cap: {} bytes", sizes[0]);
+    // The allocator keeps one answer's peak for the next; answers after that add nothing.
+    assert!(after < warm + (8 << 20), "answers leave memory behind: {:.1} -> {:.1} MiB", mib(warm), mib(after));
+    assert!(after < before + (64 << 20), "16 MiB answers keep {:.1} MiB", mib(after - before));
+    let kept = after_refusal.saturating_sub(after);
+    assert!(kept < 8 << 20, "a refused batch keeps {:.1} MiB", mib(kept));
     engine.shutdown(false, true).await;
 }

@@ -6,12 +6,17 @@
 //! on if the caller stops waiting (the next warm-up waits for the same load). Every call on the
 //! index (search, commit, stats) runs off the runtime's worker threads. Ranking, analysis,
 //! persistence and the corpus format are the `agentflow-rag` crate's.
+//!
+//! What one call may cost is capped by operator settings: `max_top_k` hits per query,
+//! `max_batch` queries per `rag:batch_search`, and `max_answer_bytes` of answer (`data`, as JSON),
+//! counted while the hits are gathered so that an answer over the cap is never built. A request
+//! over a cap is a 1002 naming the parameter and the cap.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use agentflow_rag::{Document, Hit, Index, Options, Origin};
+use agentflow_rag::{Budget, Document, Hit, Index, Options, Origin};
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use serde_json::{json, Map, Value};
@@ -21,18 +26,37 @@ use crate::backend::{param, Backend, CallContext, Scope, SessionState};
 use crate::error::{Error, Result};
 use crate::tool::{Kind, Param, ToolSpec};
 
-/// Most hits one query may ask for.
-pub const MAX_TOP_K: usize = 1000;
-/// Most queries in one `rag:batch_search`.
-pub const MAX_BATCH: usize = 10_000;
+/// Most hits one query may ask for, unless the config's `max_top_k` says otherwise: a prompt
+/// holds a few dozen passages at most, and 100 leaves room for re-ranking.
+pub const MAX_TOP_K: usize = 100;
+/// Most queries in one `rag:batch_search`, unless the config's `max_batch` says otherwise (an
+/// evaluation sweep sends its queries in batches of this size).
+pub const MAX_BATCH: usize = 1000;
+/// Largest answer of one call (its `data` as JSON, in bytes), unless the config's
+/// `max_answer_bytes` says otherwise.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 /// Most documents in one `rag:index`.
 pub const MAX_DOCUMENTS: usize = 100_000;
+
+/// JSON bytes of one hit beyond its text: the keys, quotes and score of its `results` entry and
+/// the brackets and separator of its `context` (an upper bound).
+const HIT_OVERHEAD: usize = 72;
+
+/// What a hit adds to an answer: its text twice (in `results` and in `context`), its id, and the
+/// JSON around them. Escapes (a quote, a newline) are not counted: the estimate is of the text's
+/// size, which is what the memory follows.
+fn hit_cost(hit: &Hit) -> usize {
+    2 * (hit.title.len() + hit.content.len()) + hit.id.len() + HIT_OVERHEAD
+}
 
 /// The backend's config, checked once.
 #[derive(Debug, Clone)]
 struct Settings {
     corpus_path: Option<PathBuf>,
     default_top_k: usize,
+    max_top_k: usize,
+    max_batch: usize,
+    max_answer_bytes: usize,
     options: Options,
 }
 
@@ -66,9 +90,13 @@ impl Settings {
         let defaults = Options::default();
         let writer_memory =
             integer("writer_memory", agentflow_rag::MIN_WRITER_MEMORY as u64, 64 << 30, defaults.writer_memory as u64)?;
+        let max_top_k = integer("max_top_k", 1, 10_000, MAX_TOP_K as u64)? as usize;
         Ok(Settings {
             corpus_path: path("corpus_path")?,
-            default_top_k: integer("default_top_k", 1, MAX_TOP_K as u64, 5)? as usize,
+            default_top_k: integer("default_top_k", 1, max_top_k as u64, 5.min(max_top_k as u64))? as usize,
+            max_top_k,
+            max_batch: integer("max_batch", 1, 100_000, MAX_BATCH as u64)? as usize,
+            max_answer_bytes: integer("max_answer_bytes", 1024, 1 << 30, MAX_ANSWER_BYTES as u64)? as usize,
             options: Options { index_dir: path("index_dir")?, writer_memory: writer_memory as usize },
         })
     }
@@ -87,7 +115,9 @@ pub struct RagBackend {
 
 impl RagBackend {
     /// A backend with these defaults (`corpus_path`, `index_dir`, `default_top_k`,
-    /// `writer_memory`, `method`); a mistyped key is a configuration error naming it.
+    /// `writer_memory`, `method`) and caps (`max_top_k`, default [`MAX_TOP_K`]; `max_batch`,
+    /// default [`MAX_BATCH`]; `max_answer_bytes`, default [`MAX_ANSWER_BYTES`]); a mistyped key
+    /// is a configuration error naming it.
     pub fn new(defaults: Map<String, Value>) -> Result<Self> {
         Ok(RagBackend {
             settings: Settings::parse(&defaults)?,
@@ -107,6 +137,17 @@ impl RagBackend {
     fn top_k(&self, params: &Value) -> Result<usize> {
         Ok(param::<usize>(params, "top_k")?.unwrap_or(self.settings.default_top_k))
     }
+
+    /// The 1002 of an answer over `max_answer_bytes`, on the parameter that makes it large.
+    fn too_large(&self, field: &str) -> Error {
+        Error::param(
+            field,
+            format!(
+                "the answer would exceed max_answer_bytes ({} bytes); ask for fewer results",
+                self.settings.max_answer_bytes
+            ),
+        )
+    }
 }
 
 /// Runs blocking index work off the runtime's worker threads.
@@ -118,6 +159,14 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Error::Internal(format!("index task failed: {e}")))?
         .map_err(index_error)
+}
+
+/// A search within a budget: `None` when it went over, for the caller to name its parameter.
+fn within<T>(outcome: agentflow_rag::Result<T>) -> agentflow_rag::Result<Option<T>> {
+    match outcome {
+        Err(agentflow_rag::Error::OverBudget { .. }) => Ok(None),
+        other => other.map(Some),
+    }
 }
 
 fn index_error(e: agentflow_rag::Error) -> Error {
@@ -146,10 +195,18 @@ pub fn context(hits: &[Hit]) -> String {
     out
 }
 
-fn hits_json(hits: &[Hit]) -> Value {
+/// The hits as `results` entries, their strings moved rather than copied.
+fn hits_json(hits: Vec<Hit>) -> Value {
     Value::Array(
-        hits.iter()
-            .map(|h| json!({"id": h.id, "title": h.title, "content": h.content, "score": score(h.score)}))
+        hits.into_iter()
+            .map(|h| {
+                let mut entry = Map::new();
+                entry.insert("id".into(), Value::String(h.id));
+                entry.insert("title".into(), Value::String(h.title));
+                entry.insert("content".into(), Value::String(h.content));
+                entry.insert("score".into(), json!(score(h.score)));
+                Value::Object(entry)
+            })
             .collect(),
     )
 }
@@ -213,7 +270,7 @@ impl Backend for RagBackend {
     fn tools(&self) -> Vec<ToolSpec> {
         let top_k = || {
             Param::optional("top_k", Kind::Integer, "how many documents to return, best first")
-                .range(Some(1.0), Some(MAX_TOP_K as f64))
+                .range(Some(1.0), Some(self.settings.max_top_k as f64))
                 .default(json!(self.settings.default_top_k))
         };
         vec![
@@ -231,7 +288,7 @@ impl Backend for RagBackend {
                 "Runs several searches at once, in parallel; one result list and one context per query.",
                 vec![
                     Param::required("queries", Kind::Array(Box::new(Kind::String)), "the queries")
-                        .range(Some(1.0), Some(MAX_BATCH as f64)),
+                        .range(Some(1.0), Some(self.settings.max_batch as f64)),
                     top_k(),
                 ],
             ),
@@ -294,12 +351,15 @@ impl Backend for RagBackend {
                 let query: String = param(&params, "query")?.unwrap_or_default();
                 check_query("query", &query)?;
                 let top_k = self.top_k(&params)?;
+                let limit = self.settings.max_answer_bytes.saturating_sub(2 * query.len() + 64);
                 let (query, hits) = blocking(self.index()?, move |index| {
-                    let hits = index.search(&query, top_k)?;
+                    let hits = within(index.search_within(&query, top_k, &Budget::new(limit, &hit_cost)))?;
                     Ok((query, hits))
                 })
                 .await?;
-                Ok(json!({"query": query, "results": hits_json(&hits), "context": context(&hits)}))
+                let hits = hits.ok_or_else(|| self.too_large("top_k"))?;
+                let context = context(&hits);
+                Ok(json!({"query": query, "results": hits_json(hits), "context": context}))
             }
             "batch_search" => {
                 let queries: Vec<String> = param(&params, "queries")?.unwrap_or_default();
@@ -307,11 +367,16 @@ impl Backend for RagBackend {
                     check_query(&format!("queries[{i}]"), q)?;
                 }
                 let top_k = self.top_k(&params)?;
-                let all = blocking(self.index()?, move |index| index.batch_search(&queries, top_k)).await?;
-                Ok(json!({
-                    "results": all.iter().map(|h| hits_json(h)).collect::<Vec<_>>(),
-                    "contexts": all.iter().map(|h| context(h)).collect::<Vec<_>>(),
-                }))
+                // Each query adds its two lists' brackets and commas, and the hits their cost.
+                let limit = self.settings.max_answer_bytes.saturating_sub(8 * queries.len() + 64);
+                let all = blocking(self.index()?, move |index| {
+                    within(index.batch_search_within(&queries, top_k, &Budget::new(limit, &hit_cost)))
+                })
+                .await?
+                .ok_or_else(|| self.too_large("queries"))?;
+                let contexts: Vec<Value> = all.iter().map(|h| Value::String(context(h))).collect();
+                let results: Vec<Value> = all.into_iter().map(hits_json).collect();
+                Ok(json!({"results": results, "contexts": contexts}))
             }
             "index" => {
                 let docs = params.get("documents").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
@@ -338,6 +403,9 @@ impl Backend for RagBackend {
                     "corpus_path": stats.corpus,
                     "index_dir": stats.index_dir,
                     "default_top_k": self.settings.default_top_k,
+                    "max_top_k": self.settings.max_top_k,
+                    "max_batch": self.settings.max_batch,
+                    "max_answer_bytes": self.settings.max_answer_bytes,
                 }))
             }
             other => Err(Error::ToolNotFound(other.to_owned())),

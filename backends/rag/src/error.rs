@@ -43,6 +43,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The hits of a search cost more than its [`Budget`](crate::Budget) allows.
+    #[error("the hits exceed the budget of {limit} bytes")]
+    OverBudget {
+        /// The budget, in bytes.
+        limit: usize,
+    },
     /// Loading was cancelled (the owner is shutting down).
     #[error("loading was cancelled")]
     Cancelled,

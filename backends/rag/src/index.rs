@@ -7,7 +7,7 @@
 //! caller decides on which thread. Reading the corpus format is [`crate::corpus`]'s.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
@@ -63,6 +63,47 @@ pub enum Origin {
     },
     /// An index on disk, opened as it was (current for its corpus, or with no corpus given).
     Reopened,
+}
+
+/// A cap on what searches may gather: each hit's `cost` (bytes, as the caller counts them) is
+/// added to a total shared by every query of a batch, and past `limit` the search stops with
+/// [`Error::OverBudget`] instead of building more hits.
+pub struct Budget<'a> {
+    limit: usize,
+    used: AtomicUsize,
+    cost: &'a (dyn Fn(&Hit) -> usize + Sync),
+}
+
+impl<'a> Budget<'a> {
+    /// A budget of `limit` bytes, each hit costing `cost(hit)`.
+    pub fn new(limit: usize, cost: &'a (dyn Fn(&Hit) -> usize + Sync)) -> Self {
+        Budget { limit, used: AtomicUsize::new(0), cost }
+    }
+
+    /// What the hits gathered so far cost.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Counts `hit`; an error once the total is over the limit.
+    fn charge(&self, hit: &Hit) -> Result<()> {
+        let cost = (self.cost)(hit);
+        let before = self.used.fetch_add(cost, Ordering::Relaxed);
+        if before.saturating_add(cost) > self.limit {
+            return Err(Error::OverBudget { limit: self.limit });
+        }
+        Ok(())
+    }
+
+    fn exhausted(&self) -> bool {
+        self.used() > self.limit
+    }
+}
+
+impl std::fmt::Debug for Budget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget").field("limit", &self.limit).field("used", &self.used()).finish_non_exhaustive()
+    }
 }
 
 /// A search hit.
@@ -210,16 +251,36 @@ impl Index {
     /// The best `top_k` documents for `query`, best first, with their BM25 scores. A query with
     /// no matching document gives an empty list; a blank one is [`Error::EmptyQuery`].
     pub fn search(&self, query: &str, top_k: usize) -> Result<Vec<Hit>> {
-        self.search_in(&self.reader.searcher(), query, top_k)
+        self.search_in(&self.reader.searcher(), query, top_k, None)
+    }
+
+    /// [`Index::search`] within `budget`: [`Error::OverBudget`] as soon as the hits cost more.
+    pub fn search_within(&self, query: &str, top_k: usize, budget: &Budget) -> Result<Vec<Hit>> {
+        self.search_in(&self.reader.searcher(), query, top_k, Some(budget))
     }
 
     /// [`Index::search`] for each query, in parallel over the cores, on one snapshot of the index.
     pub fn batch_search<Q: AsRef<str> + Sync>(&self, queries: &[Q], top_k: usize) -> Result<Vec<Vec<Hit>>> {
         let searcher = self.reader.searcher();
-        queries.par_iter().map(|q| self.search_in(&searcher, q.as_ref(), top_k)).collect()
+        queries.par_iter().map(|q| self.search_in(&searcher, q.as_ref(), top_k, None)).collect()
     }
 
-    fn search_in(&self, searcher: &Searcher, query: &str, top_k: usize) -> Result<Vec<Hit>> {
+    /// [`Index::batch_search`] within `budget`, shared by all the queries: once it is spent, every
+    /// query stops and the answer is [`Error::OverBudget`] (the hits gathered are dropped).
+    pub fn batch_search_within<Q: AsRef<str> + Sync>(
+        &self,
+        queries: &[Q],
+        top_k: usize,
+        budget: &Budget,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let searcher = self.reader.searcher();
+        queries.par_iter().map(|q| self.search_in(&searcher, q.as_ref(), top_k, Some(budget))).collect()
+    }
+
+    fn search_in(&self, searcher: &Searcher, query: &str, top_k: usize, budget: Option<&Budget>) -> Result<Vec<Hit>> {
+        if let Some(budget) = budget.filter(|b| b.exhausted()) {
+            return Err(Error::OverBudget { limit: budget.limit });
+        }
         if query.trim().is_empty() {
             return Err(Error::EmptyQuery);
         }
@@ -232,12 +293,16 @@ impl Index {
             .map(|(score, address)| {
                 let doc: TantivyDocument = searcher.doc(address)?;
                 let text = |field| doc.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-                Ok(Hit {
+                let hit = Hit {
                     id: text(self.fields.id),
                     title: text(self.fields.title),
                     content: text(self.fields.content),
                     score,
-                })
+                };
+                if let Some(budget) = budget {
+                    budget.charge(&hit)?;
+                }
+                Ok(hit)
             })
             .collect()
     }
@@ -604,5 +669,27 @@ mod tests {
         assert_eq!(hits[0][0].id, "idx");
         assert_eq!(hits[1][0].id, "run");
         assert!(hits[2].is_empty());
+    }
+
+    #[test]
+    fn a_budget_stops_searches_that_gather_too_much() {
+        let index = Index::open(&Options::default()).unwrap();
+        let docs = (0..50)
+            .map(|i| Document { id: Some(format!("d{i}")), title: None, content: format!("common word number {i}") })
+            .collect();
+        index.add(docs).unwrap();
+        let cost = |h: &Hit| h.content.len();
+        let queries = vec!["common"; 10];
+        let roomy = Budget::new(1 << 20, &cost);
+        let hits = index.batch_search_within(&queries, 50, &roomy).unwrap();
+        assert_eq!(hits.iter().map(Vec::len).sum::<usize>(), 500);
+        let spent = roomy.used();
+        let tight = Budget::new(spent - 1, &cost);
+        let err = index.batch_search_within(&queries, 50, &tight).unwrap_err();
+        assert!(matches!(err, Error::OverBudget { limit } if limit == spent - 1), "{err}");
+        assert!(tight.used() < spent + 50 * 30, "stopped early: {} of {spent}", tight.used());
+        let one = Budget::new(10, &cost);
+        assert!(matches!(index.search_within("common", 5, &one), Err(Error::OverBudget { limit: 10 })));
+        assert_eq!(index.search_within("common", 5, &Budget::new(1000, &cost)).unwrap().len(), 5);
     }
 }

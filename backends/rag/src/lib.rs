@@ -27,4 +27,4 @@ pub mod synthetic;
 
 pub use corpus::{CorpusReader, CorpusStamp, Document};
 pub use error::{Error, Result};
-pub use index::{Added, Hit, Index, Options, Origin, Stats, MIN_WRITER_MEMORY};
+pub use index::{Added, Budget, Hit, Index, Options, Origin, Stats, MIN_WRITER_MEMORY};
