@@ -207,8 +207,8 @@ impl Config {
 /// MiB); 64 MiB each keeps a full table within the machine's memory with room for the commands'
 /// own use. The per-core bound keeps the reaper, shutdown and process accounting in proportion
 /// to the CPU that must do them. The floor of 256 is what a load test of the original project
-/// creates. On a 24 GiB, 2-core machine: min(384, 512) = 384. When memory or cores cannot be
-/// read, 256.
+/// creates. On a 24 GiB, 2-core machine (23.5 GiB of `MemTotal`): min(376, 512) = 376. When
+/// memory cannot be read, 256.
 pub fn default_max_sessions() -> usize {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let by_memory = mem_total_bytes().map(|b| (b >> 26) as usize).unwrap_or(0);
