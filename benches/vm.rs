@@ -1,6 +1,11 @@
 //! Benchmarks of the `vm` backend on a real 1920×1080 Xvfb, sized for a 2-core machine (about a
 //! minute and a half in all).
 //!
+//! The bench drives the screen both through the engine and through a `Desktop` of its own, so
+//! the Xvfb is started by the bench, as an operator's display the engine's session attaches to
+//! (`allowed_displays`): a session's private Xvfb admits no second connection of this process.
+//! Capture and input cost the same either way.
+//!
 //! - `vm:screenshot` through the engine (capture + RGB + PNG + base64 + the engine's own path) on
 //!   a desktop of six xterms full of text, then on a photo-like wallpaper (smooth colour fields
 //!   with sensor-like noise, which PNG compresses poorly);
@@ -27,6 +32,34 @@ use serde_json::{json, Value};
 
 const WIDTH: u32 = 1920;
 const HEIGHT: u32 = 1080;
+
+/// The bench's own Xvfb (no authorization, no TCP), stopped and reaped at the end.
+struct Server(Child, String);
+
+impl Server {
+    fn start() -> Server {
+        let serial = agentflow_vm::StartGuard::acquire();
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", &format!("{WIDTH}x{HEIGHT}x24"), "-nolisten", "tcp", "-noreset"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb (Debian: xvfb)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        drop(serial);
+        Server(child, format!(":{}", line.trim()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM: Xvfb removes its socket and lock file.
+        // SAFETY: plain syscall on our own child, not reaped yet.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
 
 /// X clients started for the bench, killed at the end.
 struct Clients(Vec<Child>);
@@ -139,11 +172,13 @@ fn encodings(c: &mut Criterion, screen: &str, rgb: &[u8], settings: &[(&str, Com
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let server = Server::start();
+    let display = server.1.clone();
     let engine = rt.block_on(async {
-        let engine =
-            Engine::builder().backend(Arc::new(VmBackend::new(serde_json::Map::new()).unwrap())).build().unwrap();
+        let defaults = json!({"allowed_displays": [display]}).as_object().cloned().unwrap();
+        let engine = Engine::builder().backend(Arc::new(VmBackend::new(defaults).unwrap())).build().unwrap();
         let req: CreateSessionRequest = serde_json::from_value(json!({
-            "worker_id": "bench", "resource_type": "vm", "config": {"screen_size": [WIDTH, HEIGHT]}
+            "worker_id": "bench", "resource_type": "vm", "config": {"display": display}
         }))
         .unwrap();
         assert_eq!(engine.create_session(req).await.code, 0);
@@ -154,7 +189,7 @@ fn main() {
         assert_eq!(answer.code, 0, "{tool}: {answer:?}");
         answer.data
     };
-    let display = call("vm:info", json!({}))["display"].as_str().unwrap().to_owned();
+    assert_eq!(call("vm:info", json!({}))["size"], json!([WIDTH, HEIGHT]));
     let mut desktop = Desktop::attach(&display).expect("attach to the bench's display");
 
     // A desktop of windows and text: six xterms over a flat background.
@@ -222,5 +257,6 @@ fn main() {
 
     drop(desktop);
     rt.block_on(engine.shutdown(false, true));
+    drop(server);
     c.final_summary();
 }

@@ -1,7 +1,8 @@
 //! A desktop agent's loop in miniature, in-process: the engine starts a private Xvfb for the
 //! session, an xterm is opened on it, the "agent" clicks into the terminal, types a command with
-//! non-ASCII text, presses Enter, and saves a screenshot to a PNG file. The session's Xvfb is
-//! stopped when the engine shuts down.
+//! non-ASCII text, presses Enter, and saves a screenshot to a PNG file. The session's Xvfb admits
+//! only clients with its cookie: the xterm is given the Xauthority file `vm:info` reports. The
+//! Xvfb and its cookie are gone when the engine shuts down.
 //!
 //! Run: `cargo run --example desktop -- [out.png]` (needs Debian's `xvfb` and `xterm`).
 
@@ -43,7 +44,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let created =
         engine.create_session(serde_json::from_value(json!({"worker_id": "agent", "resource_type": "vm"}))?).await;
     assert_eq!(created.code, 0, "{}", created.message);
-    let display = act(&engine, "vm:info", json!({})).await["display"].as_str().unwrap_or_default().to_owned();
+    let info = act(&engine, "vm:info", json!({})).await;
+    let display = info["display"].as_str().unwrap_or_default().to_owned();
+    let xauthority = info["xauthority"].as_str().unwrap_or_default().to_owned();
     println!("session {} on display {display}", created.data["session_id"]);
 
     // An X client on the session's display: a UTF-8 xterm at a known place.
@@ -51,6 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut xterm = Command::new("xterm")
         .args(["-u8", "-geometry", "90x20+40+40", "-T", "agent terminal"])
         .env("DISPLAY", &display)
+        .env("XAUTHORITY", &xauthority)
         .env("LC_ALL", "C.UTF-8")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,8 +1,11 @@
 //! The `vm:` tools through the engine, on real Xvfb servers, checked by independent X clients:
 //! `xsetroot` paints, `xdotool` reports the pointer and finds windows, `xev` sees clicks and wheel
 //! buttons, `xterm` running `cat > file` receives typed text, `python3` decodes the PNG, `ps`
-//! checks the process table. Each test finds its own Xvfb through the hidden `vm:info` tool, so
-//! tests run in parallel. Tests of the `Desktop` itself are in `backends/vm/src/tests.rs`.
+//! checks the process table. Each test finds its own Xvfb and its cookie (`XAUTHORITY`) through
+//! the hidden `vm:info` tool, so tests run in parallel. The security tests perform the attacks a
+//! session config could make (another session's display, a display over TCP, an operator-only
+//! key, a huge screen) and check each is refused with a 1006 naming the key, before anything
+//! connects. Tests of the `Desktop` itself are in `backends/vm/src/tests.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,17 +23,39 @@ use crate::common::eventually;
 const PATIENCE: Duration = Duration::from_secs(10);
 
 fn engine() -> Engine {
-    let defaults = json!({"screen_size": [640, 480]}).as_object().unwrap().clone();
-    Engine::builder().backend(Arc::new(VmBackend::new(defaults).unwrap())).build().unwrap()
+    engine_with(json!({"screen_size": [640, 480]}), json!({}))
+}
+
+/// An engine whose `vm` backend has these operator defaults and policy.
+fn engine_with(defaults: Value, policy: Value) -> Engine {
+    let (defaults, policy) = (defaults.as_object().unwrap().clone(), policy.as_object().unwrap().clone());
+    Engine::builder().backend(Arc::new(VmBackend::with_policy(defaults, policy).unwrap())).build().unwrap()
+}
+
+/// Asks for `worker`'s session with `config`; the answer, whatever it is.
+async fn try_session(engine: &Engine, worker: &str, config: Value) -> Envelope {
+    let req: CreateSessionRequest =
+        serde_json::from_value(json!({"worker_id": worker, "resource_type": "vm", "config": config})).unwrap();
+    engine.create_session(req).await
+}
+
+/// Checks that `answer` is a policy refusal (1006) of the config key `field`, and returns its
+/// message.
+fn refused(answer: &Envelope, field: &str) -> String {
+    assert_eq!((answer.code, answer.data["field"].as_str()), (1006, Some(field)), "{answer:?}");
+    assert_eq!(answer.data["policy"], true, "{answer:?}");
+    answer.message.clone()
 }
 
 async fn session(engine: &Engine, worker: &str, config: Value) -> Display {
-    let req: CreateSessionRequest =
-        serde_json::from_value(json!({"worker_id": worker, "resource_type": "vm", "config": config})).unwrap();
-    let created = engine.create_session(req).await;
+    let created = try_session(engine, worker, config).await;
     assert_eq!(created.code, 0, "{created:?}");
     let info = ok(engine.execute(worker, "vm:info", json!({})).await);
-    Display { name: info["display"].as_str().unwrap().to_owned(), pid: info["server_pid"].as_u64().map(|p| p as u32) }
+    Display {
+        name: info["display"].as_str().unwrap().to_owned(),
+        pid: info["server_pid"].as_u64().map(|p| p as u32),
+        xauthority: info["xauthority"].as_str().map(PathBuf::from),
+    }
 }
 
 /// The answer's data, after checking it succeeded.
@@ -39,27 +64,37 @@ fn ok(envelope: Envelope) -> Value {
     envelope.data
 }
 
-/// A session's display and its Xvfb.
+/// A session's display, its Xvfb and the Xauthority file holding its cookie.
 struct Display {
     name: String,
     pid: Option<u32>,
+    xauthority: Option<PathBuf>,
 }
 
 impl Display {
+    /// An X client on this display, with the session's cookie (none for an attached display).
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("DISPLAY", &self.name).stdin(Stdio::null());
+        if let Some(file) = &self.xauthority {
+            cmd.env("XAUTHORITY", file);
+        }
+        cmd
+    }
+
     /// Runs an X client on this display and returns its stdout; fails loudly if it is missing.
     fn run(&self, program: &str, args: &[&str]) -> String {
-        let out =
-            Command::new(program).args(args).env("DISPLAY", &self.name).stdin(Stdio::null()).output().unwrap_or_else(
-                |e| panic!("cannot run {program} (Debian: x11-utils x11-xserver-utils xdotool xterm): {e}"),
-            );
+        let out = self.command(program).args(args).output().unwrap_or_else(|e| {
+            panic!("cannot run {program} (Debian: x11-utils x11-xserver-utils xdotool xterm): {e}")
+        });
         assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Starts an X client on this display, killed when the returned guard drops.
     fn spawn(&self, program: &str, args: &[&str], stdout: Option<&Path>) -> Client {
-        let mut cmd = Command::new(program);
-        cmd.args(args).env("DISPLAY", &self.name).env("LC_ALL", "C.UTF-8").stdin(Stdio::null()).stderr(Stdio::null());
+        let mut cmd = self.command(program);
+        cmd.args(args).env("LC_ALL", "C.UTF-8").stderr(Stdio::null());
         cmd.stdout(match stdout {
             Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
             None => Stdio::null(),
@@ -71,9 +106,9 @@ impl Display {
     async fn window(&self, name: &str) -> (String, (i64, i64, i64, i64)) {
         let mut id = String::new();
         let found = eventually(PATIENCE, || {
-            let out = Command::new("xdotool")
+            let out = self
+                .command("xdotool")
                 .args(["search", "--onlyvisible", "--name", name])
-                .env("DISPLAY", &self.name)
                 .output()
                 .expect("xdotool (Debian: xdotool)");
             id = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_owned();
@@ -306,10 +341,13 @@ async fn destroying_a_session_stops_its_xvfb_and_a_killed_xvfb_is_a_backend_erro
     let d = session(&engine, "gone", json!({})).await;
     let pid = d.pid.expect("a private Xvfb");
     assert!(in_process_table(pid));
+    let cookie = d.xauthority.clone().expect("a private Xvfb has a cookie");
+    assert!(cookie.exists());
     let destroyed = engine.destroy_session("gone", "vm").await;
     assert_eq!(destroyed.code, 0, "{destroyed:?}");
     assert!(!in_process_table(pid), "Xvfb {pid} outlived its session");
     assert!(!Path::new(&format!("/tmp/.X{}-lock", &d.name[1..])).exists());
+    assert!(!cookie.parent().unwrap().exists(), "{} outlived its session", cookie.display());
 
     let d = session(&engine, "gone", json!({})).await;
     let pid = d.pid.unwrap();
@@ -340,9 +378,10 @@ async fn a_session_attached_to_a_display_leaves_it_running() {
     let foreign = Client(xvfb);
     let name = format!(":{}", line.trim());
 
-    let engine = engine();
+    // The operator lets sessions attach to it.
+    let engine = engine_with(json!({"screen_size": [640, 480], "allowed_displays": [name]}), json!({}));
     let d = session(&engine, "guest", json!({"display": name})).await;
-    assert_eq!((d.name.as_str(), d.pid), (name.as_str(), None));
+    assert_eq!((d.name.as_str(), d.pid, &d.xauthority), (name.as_str(), None, &None));
     ok(engine.execute("guest", "vm:move", json!({"x": 700, "y": 500})).await);
     let info = ok(engine.execute("guest", "vm:info", json!({})).await);
     assert_eq!(info["size"], json!([800, 600]), "the display's own size");
@@ -445,5 +484,89 @@ async fn episode_tools_need_no_display() {
     let _display = session(&engine, "w", json!({"screen_size": [320, 240]})).await;
     let done = engine.execute("w", "vm:done", json!({})).await;
     assert!(done.meta.session_id.is_some());
+    engine.shutdown(false, true).await;
+}
+
+#[tokio::test]
+async fn a_session_cannot_open_another_sessions_desktop() {
+    let engine = engine();
+    let victim = session(&engine, "victim", json!({})).await;
+    // The attack: a session config naming the other worker's display, in any spelling.
+    let n = &victim.name[1..];
+    let socket = format!("/tmp/.X11-unix/X{n}");
+    for display in [victim.name.clone(), format!(":{n}.0"), format!("unix/:{n}"), socket] {
+        let answer = try_session(&engine, "intruder", json!({"display": display})).await;
+        let message = refused(&answer, "display");
+        assert!(message.contains("resources.vm.config.allowed_displays"), "{message}");
+    }
+    // Even an operator who lists it cannot hand one session's desktop to another.
+    let careless = engine_with(json!({"allowed_displays": [victim.name]}), json!({}));
+    let answer = try_session(&careless, "intruder", json!({"display": victim.name})).await;
+    assert!(refused(&answer, "display").contains("another session"), "{}", answer.message);
+    careless.shutdown(false, true).await;
+
+    // Nor can an independent X client without the session's cookie (`~/.Xauthority` unread).
+    let out = Command::new("xdpyinfo")
+        .env("DISPLAY", &victim.name)
+        .env("XAUTHORITY", "/nonexistent/Xauthority")
+        .output()
+        .expect("xdpyinfo (Debian: x11-utils)");
+    assert!(!out.status.success(), "a client without the cookie opened {}", victim.name);
+    assert!(victim.run("xdpyinfo", &[]).contains("dimensions:    640x480"), "with the cookie it can");
+    engine.shutdown(false, true).await;
+}
+
+#[tokio::test]
+async fn a_display_off_the_operators_list_is_refused_before_anything_connects() {
+    // A listener standing for an X server over TCP: display n is port 6000 + n.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert!(port > 6000, "an ephemeral port above X's base: {port}");
+    let display = format!("127.0.0.1:{}", port - 6000);
+    let engine = engine();
+    // Without the bound, the old code would wait forever for the listener's setup reply.
+    let bounded = |config: Value| {
+        let engine = engine.clone();
+        async move { tokio::time::timeout(PATIENCE, try_session(&engine, "tcp", config)).await.expect("answered") }
+    };
+    let answer = bounded(json!({"display": display})).await;
+    let message = refused(&answer, "display");
+    assert!(message.contains("resources.vm.config.allowed_displays") && message.contains(&display), "{message}");
+    // The operator-only key cannot be set by the session itself.
+    let answer = bounded(json!({"display": display, "allowed_displays": [display]})).await;
+    refused(&answer, "allowed_displays");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the engine connected to {display}: {other:?}"),
+    }
+    assert_eq!(engine.list_sessions("tcp").await.data["total"], 0);
+    engine.shutdown(false, true).await;
+}
+
+#[tokio::test]
+async fn a_screen_above_the_policy_is_refused_and_an_operator_can_raise_the_ceiling() {
+    let engine = engine();
+    for size in [[8192, 8192], [3841, 100], [100, 2161]] {
+        let answer = try_session(&engine, "big", json!({"screen_size": size})).await;
+        let message = refused(&answer, "screen_size");
+        assert!(message.contains("3840x2160") && message.contains("resources.vm.policy.screen_size"), "{message}");
+    }
+    engine.shutdown(false, true).await;
+
+    // An operator default above the ceiling is a configuration error; a policy can allow it.
+    let config = |v: Value| v.as_object().unwrap().clone();
+    assert!(VmBackend::new(config(json!({"screen_size": [4096, 2304]}))).is_err());
+    for bad in [json!([0, 100]), json!([9000, 9000]), json!("4k")] {
+        assert!(VmBackend::with_policy(config(json!({})), config(json!({"screen_size": bad}))).is_err(), "{bad}");
+    }
+    for bad in [json!({"allowed_displays": ":5"}), json!({"allowed_displays": ["five"]}), json!({"display": ":5"})] {
+        assert!(VmBackend::new(config(bad.clone())).is_err(), "{bad}");
+    }
+
+    let engine = engine_with(json!({"screen_size": [320, 240]}), json!({"screen_size": [4096, 2304]}));
+    refused(&try_session(&engine, "big", json!({"screen_size": [4097, 2304]})).await, "screen_size");
+    let d = session(&engine, "big", json!({"screen_size": [4096, 2304]})).await;
+    assert!(d.run("xdpyinfo", &[]).contains("dimensions:    4096x2304"));
     engine.shutdown(false, true).await;
 }

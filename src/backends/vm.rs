@@ -7,7 +7,18 @@
 //! envelope to the engine.
 //!
 //! With `display` set, the session attaches to that display and takes its size from it;
-//! `screen_size` and `depth` apply only to a private Xvfb.
+//! `screen_size` and `depth` apply only to a private Xvfb. `vm:info` reports the private Xvfb's
+//! Xauthority file (`xauthority`), so an operator can run other X clients on the display.
+//!
+//! What a session config may ask is bounded by the operator (refusals are 1006 naming the key):
+//! - `display`: only a display on `allowed_displays`, a list in the backend's defaults
+//!   (`resources.vm.config.allowed_displays`, empty by default), compared as displays (`:5` and
+//!   `:5.0` are one), and never a display a session of this process started. Checked before
+//!   anything connects. An operator default `display` must be on the list too.
+//! - `allowed_displays`: operator-only; a session config that sets it is refused.
+//! - `screen_size`: at most the policy's ceiling, `resources.vm.policy.screen_size` ([w, h],
+//!   default 3840×2160; each side at most 8192); an operator default above it is a
+//!   configuration error.
 //!
 //! `vm:type` stops at the caller's timeout, answering 2002 with what it typed so far in `data`.
 //! `vm:wait` sleeps on the runtime, not on a blocking thread. When the caller's timeout is
@@ -18,7 +29,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentflow_vm::{Button, Desktop, Key};
+use agentflow_vm::{Button, Desktop, DisplayName, Key};
 use async_trait::async_trait;
 use base64::Engine as _;
 use parking_lot::Mutex;
@@ -27,6 +38,18 @@ use serde_json::{json, Map, Value};
 use crate::backend::{merge_config, param, state_mut, Backend, CallContext, SessionState};
 use crate::error::{Error, Result};
 use crate::tool::{Kind, Param, ToolSpec};
+
+/// The largest screen a session may ask for when the operator's policy does not say.
+const DEFAULT_MAX_SCREEN: (u32, u32) = (3840, 2160);
+/// The largest screen Xvfb is asked for, whatever the policy.
+const MAX_SIDE: u64 = 8192;
+
+/// Reads `[width, height]`, each side in `1..=8192`.
+fn read_size(v: &Value) -> Option<(u32, u32)> {
+    let dims: Vec<u64> = v.as_array().filter(|a| a.len() == 2)?.iter().map(Value::as_u64).collect::<Option<_>>()?;
+    let side = |n: u64| (1..=MAX_SIDE).contains(&n).then_some(n as u32);
+    Some((side(dims[0])?, side(dims[1])?))
+}
 
 /// Where a session's desktop comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,16 +66,10 @@ impl DesktopConfig {
         let mut out = DesktopConfig { screen_size: (1920, 1080), depth: 24, display: None };
         match config.get("screen_size") {
             None | Some(Value::Null) => {}
-            Some(v) => {
-                let dims: Option<Vec<u64>> =
-                    v.as_array().filter(|a| a.len() == 2).and_then(|a| a.iter().map(Value::as_u64).collect());
-                match dims.as_deref() {
-                    Some(&[w, h]) if (1..=8192).contains(&w) && (1..=8192).contains(&h) => {
-                        out.screen_size = (w as u32, h as u32);
-                    }
-                    _ => return Err(("screen_size", format!("expected [width, height] in 1..=8192, got {v}"))),
-                }
-            }
+            Some(v) => match read_size(v) {
+                Some(size) => out.screen_size = size,
+                None => return Err(("screen_size", format!("expected [width, height] in 1..={MAX_SIDE}, got {v}"))),
+            },
         }
         match config.get("depth") {
             None | Some(Value::Null) => {}
@@ -63,7 +80,7 @@ impl DesktopConfig {
         }
         match config.get("display") {
             None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s.contains(':') => out.display = Some(s.clone()),
+            Some(Value::String(s)) if DisplayName::parse(s).is_some() => out.display = Some(s.clone()),
             Some(v) => return Err(("display", format!("expected an X display such as \":99\", got {v}"))),
         }
         Ok(out)
@@ -151,21 +168,92 @@ fn started_error(e: agentflow_vm::Error) -> Error {
 #[derive(Debug)]
 pub struct VmBackend {
     defaults: Map<String, Value>,
-    /// The operator's policy (`resources.vm.policy`): what sessions may loosen.
-    policy: Map<String, Value>,
+    /// The displays sessions may attach to (`allowed_displays` in the defaults), as written and
+    /// as parsed.
+    allowed_displays: Vec<(String, DisplayName)>,
+    /// The largest screen a session may ask for (`resources.vm.policy.screen_size`).
+    max_screen: (u32, u32),
 }
 
 impl VmBackend {
     /// A backend whose sessions start from these config defaults (`screen_size`, `depth`,
-    /// `display`); a mistyped default is a configuration error.
+    /// `display`, and the operator-only `allowed_displays`); a mistyped default is a
+    /// configuration error.
     pub fn new(defaults: Map<String, Value>) -> Result<Self> {
         Self::with_policy(defaults, Map::new())
     }
 
-    /// A backend with the operator's policy too (`resources.vm.policy`).
+    /// A backend with the operator's policy too (`resources.vm.policy`: `screen_size`, the
+    /// largest screen a session may ask for). Defaults the policy would refuse to a session are
+    /// configuration errors.
     pub fn with_policy(defaults: Map<String, Value>, policy: Map<String, Value>) -> Result<Self> {
-        DesktopConfig::read(&defaults).map_err(|(key, reason)| Error::Config(format!("vm.{key}: {reason}")))?;
-        Ok(VmBackend { defaults, policy })
+        let config = |key: &str, reason: String| Error::Config(format!("vm.{key}: {reason}"));
+        let cfg = DesktopConfig::read(&defaults).map_err(|(key, reason)| config(key, reason))?;
+        let max_screen = match policy.get("screen_size") {
+            None | Some(Value::Null) => DEFAULT_MAX_SCREEN,
+            Some(v) => read_size(v).ok_or_else(|| {
+                config("policy.screen_size", format!("expected [width, height] in 1..={MAX_SIDE}, got {v}"))
+            })?,
+        };
+        let allowed_displays = match defaults.get("allowed_displays") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|v| match v.as_str().and_then(|s| Some((s.to_owned(), DisplayName::parse(s)?))) {
+                    Some(entry) => Ok(entry),
+                    None => {
+                        Err(config("allowed_displays", format!("expected X display names such as \":99\", got {v}")))
+                    }
+                })
+                .collect::<Result<_>>()?,
+            Some(v) => return Err(config("allowed_displays", format!("expected a list of X display names, got {v}"))),
+        };
+        let backend = VmBackend { defaults, allowed_displays, max_screen };
+        backend.check_policy(&cfg).map_err(|e| match e {
+            Error::Policy { field, reason } => config(&field, reason),
+            other => other,
+        })?;
+        Ok(backend)
+    }
+
+    /// Checks a (merged) config against the operator's policy: the screen's size, and which
+    /// display it may attach to. Nothing is connected to.
+    fn check_policy(&self, cfg: &DesktopConfig) -> Result<()> {
+        let ((w, h), (max_w, max_h)) = (cfg.screen_size, self.max_screen);
+        if cfg.display.is_none() && (w > max_w || h > max_h) {
+            return Err(Error::policy(
+                "screen_size",
+                format!(
+                    "{w}x{h} is larger than the {max_w}x{max_h} this server allows; \
+                     the operator raises the ceiling with resources.vm.policy.screen_size"
+                ),
+            ));
+        }
+        let Some(display) = &cfg.display else { return Ok(()) };
+        let name = DisplayName::parse(display)
+            .ok_or_else(|| Error::param("display", format!("'{display}' is not an X display name")))?;
+        if name.is_private() {
+            return Err(Error::policy(
+                "display",
+                format!(
+                    "'{display}' is the private desktop of another session; sessions may attach only to \
+                     displays the operator lists in resources.vm.config.allowed_displays, never to \
+                     another session's"
+                ),
+            ));
+        }
+        if !self.allowed_displays.iter().any(|(_, allowed)| *allowed == name) {
+            let listed: Vec<&str> = self.allowed_displays.iter().map(|(s, _)| s.as_str()).collect();
+            let listed = if listed.is_empty() { "none are listed".to_owned() } else { listed.join(", ") };
+            return Err(Error::policy(
+                "display",
+                format!(
+                    "'{display}' is not a display sessions may attach to ({listed}); the operator opens a \
+                     display with resources.vm.config.allowed_displays"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -285,13 +373,23 @@ impl Backend for VmBackend {
                 vec![Param::optional("reason", Kind::String, "why")],
             )
             .sessionless(),
-            ToolSpec::new("info", "The session's display: name, size, depth, Xvfb pid.", vec![]).hidden(),
+            ToolSpec::new("info", "The session's display: name, size, depth, Xvfb pid, Xauthority file.", vec![])
+                .hidden(),
         ]
     }
 
     async fn create_session(&self, config: &Map<String, Value>) -> Result<SessionState> {
+        if config.contains_key("allowed_displays") {
+            return Err(Error::policy(
+                "allowed_displays",
+                "only the operator says which displays sessions may attach to \
+                 (resources.vm.config.allowed_displays)",
+            ));
+        }
         let merged = merge_config(&self.defaults, config);
         let cfg = DesktopConfig::read(&merged).map_err(|(key, reason)| Error::param(key, reason))?;
+        // Before anything starts or connects.
+        self.check_policy(&cfg)?;
         let desktop = tokio::task::spawn_blocking(move || match &cfg.display {
             Some(display) => Desktop::attach(display),
             None => Desktop::start(cfg.screen_size.0, cfg.screen_size.1, cfg.depth),
@@ -458,13 +556,19 @@ impl Backend for VmBackend {
             }
             "info" => {
                 let (display, size) = (s.display.clone(), s.size);
-                let (depth, pid, shm) = s.run(|d| Ok((d.depth(), d.server_pid(), d.shared_memory()))).await?;
+                let (depth, pid, shm, xauthority) = s
+                    .run(|d| {
+                        let xauthority = d.xauthority().map(|p| p.to_string_lossy().into_owned());
+                        Ok((d.depth(), d.server_pid(), d.shared_memory(), xauthority))
+                    })
+                    .await?;
                 Ok(json!({
                     "display": display,
                     "size": [size.0, size.1],
                     "depth": depth,
                     "server_pid": pid,
                     "shared_memory": shm,
+                    "xauthority": xauthority,
                 }))
             }
             other => Err(Error::ToolNotFound(format!("vm:{other}"))),
@@ -492,5 +596,41 @@ mod tests {
         assert_eq!(read(json!({"depth": 8})), Err("depth"));
         assert_eq!(read(json!({"display": 99})), Err("display"));
         assert!(VmBackend::new(json!({"depth": "24"}).as_object().unwrap().clone()).is_err());
+    }
+
+    fn object(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    /// The key a session config is refused for, before anything starts.
+    async fn refused(backend: &VmBackend, config: Value) -> String {
+        match backend.create_session(&object(config)).await {
+            Err(Error::Policy { field, .. }) => field,
+            Err(other) => panic!("not a policy refusal: {other}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_policy_bounds_the_screen_and_the_displays_a_session_may_attach_to() {
+        let backend = VmBackend::new(object(json!({"allowed_displays": ["remote:3", ":77"]}))).unwrap();
+        assert_eq!(refused(&backend, json!({"screen_size": [3841, 2160]})).await, "screen_size");
+        assert_eq!(refused(&backend, json!({"screen_size": [3840, 2161]})).await, "screen_size");
+        assert_eq!(refused(&backend, json!({"display": ":78"})).await, "display");
+        assert_eq!(refused(&backend, json!({"display": "remote:4"})).await, "display");
+        assert_eq!(refused(&backend, json!({"allowed_displays": []})).await, "allowed_displays");
+        // Listed displays pass the policy, in any spelling of the same display.
+        for display in [":77", ":77.1", "remote:3.0"] {
+            let cfg = DesktopConfig::read(&object(json!({"display": display}))).unwrap();
+            assert!(backend.check_policy(&cfg).is_ok(), "{display}");
+        }
+        // Construction: defaults the policy would refuse are configuration errors.
+        let policy = object(json!({"screen_size": [5000, 3000]}));
+        let big = object(json!({"screen_size": [5000, 3000]}));
+        assert!(matches!(VmBackend::new(big.clone()), Err(Error::Config(_))));
+        assert!(VmBackend::with_policy(big, policy).is_ok());
+        assert!(matches!(VmBackend::new(object(json!({"display": ":77"}))), Err(Error::Config(_))));
+        let listed = object(json!({"display": ":77", "allowed_displays": [":77.0"]}));
+        assert!(VmBackend::new(listed).is_ok());
     }
 }
