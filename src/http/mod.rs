@@ -19,7 +19,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Bytes, HttpBody};
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -319,9 +319,8 @@ fn too_large() -> Response {
 async fn read_body(req: Request, options: &Options) -> Result<Request, Response> {
     let (parts, body) = req.into_parts();
     let limit = options.max_body_bytes;
-    if body.size_hint().lower() > limit as u64 {
-        return Err(too_large());
-    }
+    // A body declared too large is still read up to the limit, not refused at once: a client
+    // still sending when the answer comes and the connection closes sees a broken pipe, not 413.
     let bytes = match tokio::time::timeout(options.body_timeout, Limited::new(body, limit).collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
