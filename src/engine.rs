@@ -711,7 +711,8 @@ impl Engine {
                 self.inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
                 session.settle(Status::Gone);
                 Err(match e {
-                    e @ (Error::Param { .. } | Error::Backend { .. } | Error::Unavailable(_)) => e,
+                    e
+                    @ (Error::Param { .. } | Error::Policy { .. } | Error::Backend { .. } | Error::Unavailable(_)) => e,
                     other => Error::backend(format!("session creation failed: {other}")),
                 })
             }

@@ -10,11 +10,10 @@
 //!
 //! It never calls `waitpid(-1)`: that would steal the exit status of children other code waits
 //! for by pid (each shell's waiter thread in `agentflow-bash`, a vm session's Xvfb `Child`). A
-//! zombie is reaped here only when it is ours (ppid is this process), is not a session leader
-//! (the shells are: portable-pty calls `setsid`, and their waiters reap them), and is not in this
-//! process's own session (direct children spawned without `setsid`, such as Xvfb, stay in it).
-//! Known gap: an orphan that called `setsid` itself (a daemon) is a session leader too, so it
-//! is left alone; it is reaped when the engine exits. Linux only (`/proc`).
+//! zombie is reaped here only when it is ours (ppid is this process), is not one of the shells
+//! (`agentflow_bash::is_shell`: their waiters reap them), and is not in this process's own
+//! session (direct children spawned without `setsid`, such as Xvfb, stay in it). An orphan that
+//! called `setsid` itself (`setsid -f`, a daemon) is reaped like any other. Linux only (`/proc`).
 
 use std::io;
 
@@ -42,7 +41,7 @@ pub fn reap_orphans() -> usize {
     for entry in dir.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
         let Some(zombie) = Zombie::read(pid) else { continue };
-        if zombie.ppid != me || zombie.session == pid || zombie.session == my_session {
+        if zombie.ppid != me || zombie.session == my_session || is_shell(pid) {
             continue;
         }
         let mut status = 0;
@@ -52,6 +51,17 @@ pub fn reap_orphans() -> usize {
         }
     }
     reaped
+}
+
+/// Whether a shell's own waiter thread reaps `pid`.
+fn is_shell(pid: i32) -> bool {
+    #[cfg(feature = "bash")]
+    return agentflow_bash::is_shell(pid);
+    #[cfg(not(feature = "bash"))]
+    {
+        let _ = pid;
+        false
+    }
 }
 
 /// A zombie's parent and session, from `/proc/<pid>/stat`; `None` for a live or gone process.

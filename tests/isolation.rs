@@ -16,11 +16,9 @@ use agentflow_sandbox::backends::bash::BashBackend;
 use agentflow_sandbox::{Engine, Envelope};
 use serde_json::{json, Map, Value};
 
-use crate::common::{create_session, eventually};
-
-fn bash_engine() -> Engine {
-    Engine::builder().backend(Arc::new(BashBackend::new(Map::new()).unwrap())).build().unwrap()
-}
+use crate::common::{
+    all_pids, create_session, eventually, host_dir, host_pid, in_namespace, jail_engine, jailed, need, stat, temp_dir,
+};
 
 async fn create(engine: &Engine, worker: &str, resource: &str, config: Value) -> Envelope {
     create_session(engine, worker, resource, config).await
@@ -35,74 +33,6 @@ async fn ok(engine: &Engine, worker: &str, command: &str) -> String {
     let e = run(engine, worker, command, 20.0).await;
     assert_eq!(e.code, 0, "{command}: {} {}", e.message, e.data);
     e.data["stdout"].as_str().unwrap().to_owned()
-}
-
-/// A fresh directory for one test, under the system's temporary directory.
-fn temp_dir(name: &str) -> PathBuf {
-    fresh_dir(&std::env::temp_dir(), name)
-}
-
-/// A fresh directory for one test, outside `/tmp` (which a jail replaces with its own).
-/// The target's temp dir, or `/var/tmp` when the checkout itself lives under `/tmp` (as a CI
-/// clone may).
-fn host_dir(name: &str) -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let parent = if target.starts_with("/tmp") { Path::new("/var/tmp") } else { target };
-    fresh_dir(parent, name)
-}
-
-fn fresh_dir(parent: &Path, name: &str) -> PathBuf {
-    let dir = parent.join(format!("agentflow-isolation-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A jailed session's config, its work directories under `root`.
-fn jailed(root: &Path, extra: Value) -> Value {
-    let mut config = json!({"isolation": "bwrap", "work_root": root.display().to_string()});
-    for (k, v) in extra.as_object().unwrap() {
-        config[k] = v.clone();
-    }
-    config
-}
-
-fn need(program: &str) {
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap()).any(|d| d.join(program).is_file());
-    assert!(found, "{program} is not installed: the isolation tests need it (see the module documentation)");
-}
-
-/// Every pid of the system.
-fn all_pids() -> Vec<i32> {
-    std::fs::read_dir("/proc").unwrap().flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
-}
-
-/// The processes (zombies included) in the PID namespace named `ns` (`pid:[…]`).
-fn in_namespace(ns: &str) -> usize {
-    all_pids()
-        .into_iter()
-        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|l| l.to_string_lossy() == ns))
-        .count()
-}
-
-/// The pid of a process as this process sees it, from its pid in its own namespace `ns`.
-fn host_pid(ns: &str, inner: i32) -> Option<i32> {
-    all_pids().into_iter().find(|p| {
-        std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|l| l.to_string_lossy() == ns)
-            && std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("NSpid:"))
-                    .and_then(|l| l.split_ascii_whitespace().last()?.parse::<i32>().ok())
-                    == Some(inner)
-            })
-    })
-}
-
-/// Stat fields of a process: (state, ppid).
-fn stat(pid: i32) -> Option<(char, i32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut rest = text[text.rfind(')')? + 1..].split_ascii_whitespace();
-    Some((rest.next()?.chars().next()?, rest.next()?.parse().ok()?))
 }
 
 /// This process's descendants, zombies included.
@@ -130,12 +60,14 @@ fn descendants() -> Vec<i32> {
 #[tokio::test]
 async fn a_jail_writes_only_its_work_directory_and_named_paths() {
     need("bwrap");
-    let engine = bash_engine();
     let root = temp_dir("fs-root");
+    let engine = jail_engine(&root);
     let shared = host_dir("fs-shared");
+    // A jail runs as a host uid of its own: a path named writable must let that uid write.
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let outside = host_dir("fs-outside");
     std::fs::write(outside.join("host-file"), "host").unwrap();
-    let config = jailed(&root, json!({"writable": [shared.display().to_string()]}));
+    let config = jailed(json!({"writable": [shared.display().to_string()]}));
     let created = create(&engine, "fs", "bash", config).await;
     assert_eq!(created.code, 0, "{}", created.message);
     // The work directory is the shell's directory and HOME, under the configured root.
@@ -172,7 +104,7 @@ async fn a_jail_writes_only_its_work_directory_and_named_paths() {
     let seen: usize = ok(&engine, "fs", "ls -d /proc/[0-9]* | wc -l").await.trim().parse().unwrap();
     assert!(seen < 10, "the jail sees {seen} processes");
     // Another jail does not see this one's work directory.
-    assert_eq!(create(&engine, "fs2", "bash", jailed(&root, json!({}))).await.code, 0);
+    assert_eq!(create(&engine, "fs2", "bash", jailed(json!({}))).await.code, 0);
     let probe = format!("test -e {}/note.txt && echo visible; ls {} | wc -l", work.display(), root.display());
     assert_eq!(ok(&engine, "fs2", &probe).await, "1\n");
     assert_eq!(engine.destroy_session("fs2", "bash").await.code, 0);
@@ -190,8 +122,8 @@ async fn a_jail_writes_only_its_work_directory_and_named_paths() {
 async fn a_jail_has_no_network_unless_asked() {
     need("bwrap");
     need("curl");
-    let engine = bash_engine();
     let root = temp_dir("net-root");
+    let engine = jail_engine(&root);
     // A real server on the host's loopback, counting the connections it accepts.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -206,14 +138,14 @@ async fn a_jail_has_no_network_unless_asked() {
     });
     let url = format!("http://127.0.0.1:{port}/");
     let curl = format!("curl -sS -m 5 {url}; echo \" rc=$?\"");
-    assert_eq!(create(&engine, "off", "bash", jailed(&root, json!({}))).await.code, 0);
+    assert_eq!(create(&engine, "off", "bash", jailed(json!({}))).await.code, 0);
     let out = ok(&engine, "off", &curl).await;
     assert!(out.contains("rc=7"), "curl reached the host from a jail without network: {out}");
     let out = ok(&engine, "off", &format!("(echo > /dev/tcp/127.0.0.1/{port}) 2>&1; echo rc=$?")).await;
     assert!(out.contains("rc=1"), "bash reached the host: {out}");
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
     // With network: true, the same request reaches the same server.
-    assert_eq!(create(&engine, "on", "bash", jailed(&root, json!({"network": true}))).await.code, 0);
+    assert_eq!(create(&engine, "on", "bash", jailed(json!({"network": true}))).await.code, 0);
     let out = ok(&engine, "on", &curl).await;
     assert_eq!(out, "hello rc=0\n");
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -224,10 +156,10 @@ async fn a_jail_has_no_network_unless_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_bomb_is_contained() {
     need("bwrap");
-    let engine = bash_engine();
     let root = temp_dir("bomb-root");
+    let engine = jail_engine(&root);
     let max = 64;
-    assert_eq!(create(&engine, "bomb", "bash", jailed(&root, json!({"max_processes": max}))).await.code, 0);
+    assert_eq!(create(&engine, "bomb", "bash", jailed(json!({"max_processes": max}))).await.code, 0);
     assert_eq!(create(&engine, "calm", "bash", json!({})).await.code, 0);
     let ns = ok(&engine, "bomb", "readlink /proc/self/ns/pid").await.trim().to_owned();
     let baseline = in_namespace(&ns);
@@ -266,9 +198,9 @@ async fn a_fork_bomb_is_contained() {
 #[tokio::test]
 async fn memory_and_file_size_limits_stop_a_command_with_a_clear_message() {
     need("bwrap");
-    let engine = bash_engine();
     let root = temp_dir("mem-root");
-    let config = jailed(&root, json!({"memory_mb": 256, "file_size_mb": 1}));
+    let engine = jail_engine(&root);
+    let config = jailed(json!({"memory_mb": 256, "file_size_mb": 1}));
     assert_eq!(create(&engine, "mem", "bash", config).await.code, 0);
     let start = Instant::now();
     let e = run(&engine, "mem", "head -c 2G /dev/zero | tail", 60.0).await;
@@ -300,9 +232,9 @@ fn a_jail_dies_with_its_engine() {
     if std::env::var_os(DYING_ENGINE).is_some() {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         runtime.block_on(async {
-            let engine = bash_engine();
             let root = PathBuf::from(std::env::var_os(DYING_ENGINE).unwrap());
-            assert_eq!(create(&engine, "dying", "bash", jailed(&root, json!({}))).await.code, 0);
+            let engine = jail_engine(&root);
+            assert_eq!(create(&engine, "dying", "bash", jailed(json!({}))).await.code, 0);
             ok(&engine, "dying", "sleep 1000 &").await;
             println!("NS={}", ok(&engine, "dying", "readlink /proc/self/ns/pid").await.trim());
             println!("ENGINE={}", std::process::id());
@@ -343,8 +275,8 @@ fn a_jail_dies_with_its_engine() {
     assert!(left_dir(), "the killed engine left nothing to sweep");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let engine = bash_engine();
-        assert_eq!(create(&engine, "sweeper", "bash", jailed(&root, json!({}))).await.code, 0);
+        let engine = jail_engine(&root);
+        assert_eq!(create(&engine, "sweeper", "bash", jailed(json!({}))).await.code, 0);
         engine.shutdown(false, true).await;
     });
     assert!(!left_dir(), "the dead engine's directory is still in {}", root.display());
@@ -357,10 +289,10 @@ fn a_jail_dies_with_its_engine() {
 #[tokio::test]
 async fn a_shell_killed_from_outside_is_reported_then_replaced() {
     need("bwrap");
-    let engine = bash_engine();
     let root = temp_dir("kill-root");
+    let engine = jail_engine(&root);
     assert_eq!(create(&engine, "plain", "bash", json!({})).await.code, 0);
-    assert_eq!(create(&engine, "jailed", "bash", jailed(&root, json!({}))).await.code, 0);
+    assert_eq!(create(&engine, "jailed", "bash", jailed(json!({}))).await.code, 0);
     ok(&engine, "jailed", "echo kept > state.txt").await;
     let work = ok(&engine, "jailed", "pwd").await.trim().to_owned();
     // The plain shell's pid is its `$$`; the jailed one's is found through its namespace.
@@ -573,7 +505,7 @@ async fn bash_worker(
 ) -> (usize, usize) {
     let worker = format!("load-{i}");
     let config = match &jailed_root {
-        Some(root) => jailed(root, json!({})),
+        Some(_) => jailed(json!({})),
         None => json!({}),
     };
     let e = create(&engine, &worker, "bash", config).await;
@@ -662,8 +594,9 @@ async fn vm_worker(engine: Engine, i: usize, kill: bool) -> usize {
     answered
 }
 
-fn load_engine() -> Engine {
-    let builder = Engine::builder().backend(Arc::new(BashBackend::new(Map::new()).unwrap()));
+fn load_engine(root: &Path) -> Engine {
+    let defaults = json!({"work_root": root.display().to_string()}).as_object().unwrap().clone();
+    let builder = Engine::builder().backend(Arc::new(BashBackend::new(defaults).unwrap()));
     #[cfg(feature = "vm")]
     let builder = builder.backend(Arc::new(agentflow_sandbox::backends::vm::VmBackend::new(Map::new()).unwrap()));
     builder.build().unwrap()
@@ -732,7 +665,7 @@ async fn load_with_faults() {
     need("Xvfb");
     let start = Instant::now();
     let root = temp_dir("load-root");
-    let engine = load_engine();
+    let engine = load_engine(&root);
     // Warm-up rounds first: allocator arenas, runtime threads and lazy statics reach their size.
     // Measured here, with free memory trimmed: RSS grows about 8%, 3%, 1%, 0% over the first
     // four full rounds, so the comparison starts after two.

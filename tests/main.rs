@@ -13,5 +13,7 @@ mod http;
 mod isolation;
 #[cfg(feature = "rag")]
 mod rag;
+#[cfg(feature = "bash")]
+mod security;
 #[cfg(feature = "vm")]
 mod vm;

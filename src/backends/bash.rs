@@ -42,7 +42,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use agentflow_bash::{find_bwrap, Jail, JailConfig, OnTimeout, Outcome, Shell, ShellConfig, INSTALL_HINT};
+use agentflow_bash::{
+    check_work_root, find_bwrap, Cgroup, Jail, JailConfig, Limits, OnTimeout, Outcome, Shell, ShellConfig, INSTALL_HINT,
+};
 
 use crate::backend::{merge_config, param, state_mut, Backend, CallContext, SessionState};
 use crate::error::{Error, Result};
@@ -57,8 +59,132 @@ pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct BashBackend {
     defaults: Map<String, Value>,
-    /// The operator's policy (`resources.bash.policy`): what sessions may loosen.
-    policy: Map<String, Value>,
+    /// The operator's defaults, parsed: the floor of every session.
+    floor: SessionConfig,
+    /// What the operator lets sessions loosen (`resources.bash.policy`).
+    policy: Policy,
+}
+
+/// Keys only the operator sets (`resources.bash.config`): a session naming one is refused.
+const OPERATOR_ONLY: &[&str] = &["work_root", "uid_first", "uid_count"];
+
+/// What the operator lets sessions loosen beyond the defaults (`resources.bash.policy`); with
+/// none, a session of a jailed backend may only tighten the jail.
+#[derive(Debug, Clone, Default)]
+struct Policy {
+    /// `isolation: ["none"]`: sessions may leave the jail.
+    isolation_none: bool,
+    /// `network: true`: sessions may share the host's network.
+    network: bool,
+    /// `writable: [paths]`: paths (and what is under them) sessions may name writable.
+    writable: Vec<PathBuf>,
+    /// Ceilings for the limits (`memory_mb`, …), where above the operator's defaults.
+    ceilings: Vec<(&'static str, u64)>,
+    /// `loader_env: true`: sessions may set `LD_*` variables.
+    loader_env: bool,
+}
+
+const LIMIT_KEYS: [&str; 5] = ["memory_mb", "max_processes", "cpu_seconds", "file_size_mb", "disk_mb"];
+
+fn limit_of(limits: &Limits, key: &str) -> u64 {
+    match key {
+        "memory_mb" => limits.memory_mb,
+        "max_processes" => limits.max_processes,
+        "cpu_seconds" => limits.cpu_seconds,
+        "file_size_mb" => limits.file_size_mb,
+        _ => limits.disk_mb,
+    }
+}
+
+impl Policy {
+    fn parse(map: &Map<String, Value>) -> Result<Policy> {
+        let mut policy = Policy::default();
+        for (key, value) in map {
+            let bad = |expected: &str| Error::Config(format!("'{key}': expected {expected}, got {value}"));
+            match key.as_str() {
+                "isolation" => {
+                    let values: Vec<&str> = match value {
+                        Value::String(s) => vec![s.as_str()],
+                        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+                        _ => return Err(bad("a list of isolation levels")),
+                    };
+                    if values.iter().any(|v| !["none", "bwrap"].contains(v)) {
+                        return Err(bad("a list of \"none\" and \"bwrap\""));
+                    }
+                    policy.isolation_none = values.contains(&"none");
+                }
+                "network" => policy.network = value.as_bool().ok_or_else(|| bad("true or false"))?,
+                "loader_env" => policy.loader_env = value.as_bool().ok_or_else(|| bad("true or false"))?,
+                "writable" => {
+                    let paths = value.as_array().ok_or_else(|| bad("a list of absolute paths"))?;
+                    policy.writable = paths
+                        .iter()
+                        .map(|p| p.as_str().filter(|p| p.starts_with('/')).map(PathBuf::from))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| bad("a list of absolute paths"))?;
+                }
+                k => match LIMIT_KEYS.iter().find(|l| **l == k) {
+                    Some(l) => policy.ceilings.push((l, value.as_u64().ok_or_else(|| bad("an integer"))?)),
+                    None => {
+                        return Err(Error::Config(format!(
+                            "unknown policy key '{key}' (known: isolation, network, writable, loader_env, {})",
+                            LIMIT_KEYS.join(", ")
+                        )))
+                    }
+                },
+            }
+        }
+        Ok(policy)
+    }
+
+    /// A session's jail (`asked`, `None` for none) against the operator's (`floor`).
+    fn check(&self, floor: &JailConfig, asked: Option<&JailConfig>) -> Result<()> {
+        let Some(asked) = asked else {
+            return match self.isolation_none {
+                true => Ok(()),
+                false => Err(Error::policy(
+                    "isolation",
+                    "the operator jails every shell (\"bwrap\"); resources.bash.policy.isolation opens \"none\"",
+                )),
+            };
+        };
+        if asked.network && !floor.network && !self.network {
+            return Err(Error::policy(
+                "network",
+                "the operator's jail has no network; resources.bash.policy.network opens it",
+            ));
+        }
+        let open: Vec<&PathBuf> = floor.writable.iter().chain(&self.writable).collect();
+        if let Some(path) = asked.writable.iter().find(|p| !open.iter().any(|o| p.starts_with(o))) {
+            return Err(Error::policy(
+                "writable",
+                format!(
+                    "{} is not under a path the operator made writable ({}); resources.bash.policy.writable opens more",
+                    path.display(),
+                    if open.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        open.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            ));
+        }
+        for key in LIMIT_KEYS {
+            let ceiling = self
+                .ceilings
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(limit_of(&floor.limits, key), |(_, c)| (*c).max(limit_of(&floor.limits, key)));
+            let value = limit_of(&asked.limits, key);
+            if value > ceiling {
+                return Err(Error::policy(
+                    key,
+                    format!("{value} is above the operator's ceiling {ceiling}; resources.bash.policy.{key} raises it"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl BashBackend {
@@ -72,7 +198,34 @@ impl BashBackend {
     pub fn with_policy(defaults: Map<String, Value>, policy: Map<String, Value>) -> Result<Self> {
         let config = SessionConfig::parse(&defaults).map_err(|e| Error::Config(format!("bash backend: {e}")))?;
         config.check_cwd().map_err(|e| Error::Config(format!("bash backend: {e}")))?;
-        Ok(BashBackend { defaults, policy })
+        if let Some(jail) = &config.jail {
+            check_work_root(&jail.root).map_err(|e| Error::Config(format!("bash backend: work_root: {e}")))?;
+        }
+        let policy = Policy::parse(&policy).map_err(|e| Error::Config(format!("bash backend: policy: {e}")))?;
+        Ok(BashBackend { floor: config, defaults, policy })
+    }
+
+    /// The session's settings: the operator's defaults with the session's keys over them, each
+    /// within the policy (a session may tighten the operator's jail, never loosen it).
+    fn session_config(&self, asked: &Map<String, Value>) -> Result<SessionConfig> {
+        for key in OPERATOR_ONLY {
+            if asked.contains_key(*key) {
+                return Err(Error::policy(*key, "set by the operator only, in resources.bash.config"));
+            }
+        }
+        if let Some(Value::Object(env)) = asked.get("env") {
+            if let Some(name) = env.keys().find(|k| k.starts_with("LD_")).filter(|_| !self.policy.loader_env) {
+                return Err(Error::policy(
+                    format!("env.{name}"),
+                    "loader variables (LD_*) are refused; resources.bash.policy.loader_env allows them",
+                ));
+            }
+        }
+        let config = SessionConfig::parse(&merge_config(&self.defaults, asked))?;
+        if let Some(floor) = &self.floor.jail {
+            self.policy.check(floor, config.jail.as_ref())?;
+        }
+        Ok(config)
     }
 }
 
@@ -157,6 +310,9 @@ impl SessionConfig {
                 "max_processes" => jail.limits.max_processes = integer(8, 1 << 22)?,
                 "cpu_seconds" => jail.limits.cpu_seconds = integer(1, 1 << 32)?,
                 "file_size_mb" => jail.limits.file_size_mb = integer(1, 1 << 30)?,
+                "disk_mb" => jail.limits.disk_mb = integer(1, 1 << 30)?,
+                "uid_first" => jail.uids.first = integer(1, u64::from(u32::MAX / 2))? as u32,
+                "uid_count" => jail.uids.count = integer(1, 1 << 24)? as u32,
                 "work_root" => {
                     let dir = value.as_str().filter(|d| d.starts_with('/'));
                     jail.root = PathBuf::from(dir.ok_or_else(|| bad("expected an absolute directory path"))?);
@@ -165,7 +321,7 @@ impl SessionConfig {
                     return Err(bad(
                         "unknown session config key (known: cwd, env, shell, timeout, max_output_bytes, rows, \
                          cols, isolation, network, writable, memory_mb, max_processes, cpu_seconds, file_size_mb, \
-                         work_root)",
+                         disk_mb; the operator's: work_root, uid_first, uid_count)",
                     ))
                 }
             }
@@ -189,6 +345,9 @@ struct BashSession {
     config: SessionConfig,
     shell: Option<Shell>,
     jail: Option<Jail>,
+    /// An unjailed session's cgroup (a jail has its own): what its commands start, even what
+    /// leaves the shell's tree (`setsid -f`), is killed with the session.
+    tracker: Option<Cgroup>,
 }
 
 impl BashSession {
@@ -204,7 +363,16 @@ impl BashSession {
                 Some(jail) => jail.wrap(&self.config.shell),
                 None => self.config.shell.clone(),
             };
-            self.shell = Some(Shell::spawn(config).await.map_err(shell_error)?);
+            let shell = Shell::spawn(config).await.map_err(shell_error)?;
+            if let Some(tracker) = &self.tracker {
+                // bash has forked nothing yet (its set-up runs builtins only): joining now
+                // counts every process it will start. A small pseudo-file write.
+                if let Err(e) = tracker.add(shell.pid()) {
+                    shell.close().await;
+                    return Err(Error::backend(format!("cannot track the shell in its cgroup: {e}")));
+                }
+            }
+            self.shell = Some(shell);
         }
         Ok(self.shell.as_mut().expect("a shell was just made"))
     }
@@ -276,17 +444,20 @@ impl Backend for BashBackend {
     }
 
     async fn create_session(&self, config: &Map<String, Value>) -> Result<SessionState> {
-        let config = SessionConfig::parse(&merge_config(&self.defaults, config))?;
-        let prepared = tokio::task::spawn_blocking(move || -> Result<(SessionConfig, Option<Jail>)> {
+        let config = self.session_config(config)?;
+        let prepared = tokio::task::spawn_blocking(move || -> Result<BashSession> {
             config.check_cwd()?;
-            let Some(mut jail) = config.jail.clone() else { return Ok((config, None)) };
+            let Some(mut jail) = config.jail.clone() else {
+                // Where the machine has no cgroup to use, the process tree is all there is.
+                let tracker = Cgroup::track().ok();
+                return Ok(BashSession { config, shell: None, jail: None, tracker });
+            };
             jail.bwrap = find_bwrap()
                 .ok_or_else(|| Error::NotWarmedUp { backend: "bash".into(), reason: INSTALL_HINT.into() })?;
             let jail = Jail::create(jail).map_err(|e| Error::backend(e.to_string()))?;
-            Ok((config, Some(jail)))
+            Ok(BashSession { config, shell: None, jail: Some(jail), tracker: None })
         });
-        let (config, jail) = prepared.await.map_err(|e| Error::Internal(format!("session set-up failed: {e}")))??;
-        let mut session = BashSession { config, shell: None, jail };
+        let mut session = prepared.await.map_err(|e| Error::Internal(format!("session set-up failed: {e}")))??;
         if let Err(e) = session.shell().await {
             release(session).await;
             return Err(e);
@@ -345,17 +516,23 @@ impl Backend for BashBackend {
             "info" => {
                 let shell = session.shell().await?;
                 let mut info = json!({"pid": shell.bash_pid(), "cwd": shell.cwd(), "isolation": "none"});
+                if let Some(tracker) = &session.tracker {
+                    info["tracking"] = json!(tracker.how());
+                }
                 if let Some(jail) = &session.jail {
                     let (config, limits) = (jail.config(), jail.config().limits);
                     info["isolation"] = json!("bwrap");
                     info["jail"] = json!({
                         "work_dir": jail.work_dir(),
+                        "host_uid": jail.host_uid(),
+                        "host_gid": jail.host_uid(),
                         "network": config.network,
                         "writable": config.writable,
                         "memory_mb": limits.memory_mb,
                         "max_processes": limits.max_processes,
                         "cpu_seconds": limits.cpu_seconds,
                         "file_size_mb": limits.file_size_mb,
+                        "disk_mb": limits.disk_mb,
                         "enforcement": jail.enforcement(),
                     });
                 }
@@ -372,8 +549,9 @@ async fn release(mut session: BashSession) {
     if let Some(shell) = session.shell.take() {
         shell.close().await;
     }
-    if let Some(jail) = session.jail.take() {
-        let _ = tokio::task::spawn_blocking(move || drop(jail)).await;
+    let (jail, tracker) = (session.jail.take(), session.tracker.take());
+    if jail.is_some() || tracker.is_some() {
+        let _ = tokio::task::spawn_blocking(move || drop((jail, tracker))).await;
     }
 }
 

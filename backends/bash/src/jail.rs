@@ -1,42 +1,53 @@
-//! The [`Jail`]: a per-session sandbox a [`Shell`](crate::Shell) runs in, made with bubblewrap.
+//! The [`Jail`]: a per-session sandbox a [`Shell`](crate::Shell) runs in, made with bubblewrap
+//! inside a user namespace, as an unprivileged host uid of its own.
 //!
 //! It owns what outlives any one shell of a session: the session's directory (a writable work
-//! directory, and a read-only one for commands too long to type), and the session's cgroups
-//! (pids and memory controllers, where the machine has them). [`Jail::wrap`] turns a
+//! directory, and a read-only one for commands too long to type), the session's host uid (leased
+//! from a [`UidRange`] machine-wide), and the session's [`Cgroup`]. [`Jail::wrap`] turns a
 //! [`ShellConfig`] into one whose shell starts inside the jail; dropping the jail kills what is
-//! left in its cgroups and removes its cgroups and directory. Starting, driving and ending the
-//! shell itself is left to `shell.rs`; sessions and config keys to the engine's adapter.
+//! left in its cgroup, unmounts and removes its directory and returns its uid. Starting, driving
+//! and ending the shell itself is left to `shell.rs`; sessions, config keys and the operator's
+//! policy to the engine's adapter.
 //!
-//! How a jailed shell starts, outermost first:
+//! Why a uid of its own: root inside the jail is that uid outside, so kernel settings
+//! (`/proc/sys`), root-only host files (`/etc/shadow`, `/root`) and other sessions' directories
+//! (each 0700 and owned by root or another uid) are out of reach by ownership, not by mount
+//! tricks. The agent still sees itself as root, for its convenience.
+//!
+//! How a jailed shell starts, outermost first (all but bwrap run on the host, with no variable
+//! of the session: its environment is set inside the jail by bwrap's `--clearenv`/`--setenv`):
 //! 1. `sh -c 'echo $$ > …/cgroup.procs; exec "$@"'` joins the session's cgroups *before* anything
-//!    else runs, so every process of the jail is counted from its first fork (writing the pid
-//!    after spawn would race with bwrap's own forks, and in cgroup v1 moving a process does not
-//!    move its children). Skipped when there is no cgroup.
-//! 2. `prlimit` sets RLIMIT_AS (memory per process), RLIMIT_CPU and RLIMIT_FSIZE, inherited by
-//!    everything below. RLIMIT_NPROC is not used: it counts every process of the user (and root
-//!    is exempt), so the process cap is the pids cgroup's `pids.max`.
-//! 3. `bwrap` with its own mount, PID, IPC and UTS namespaces (and network unless asked), `/`
-//!    read-only, a private `/tmp`, the work directory and the configured paths writable, no
-//!    capabilities, `--die-with-parent`. Not `--new-session`: portable-pty made the shell a
-//!    session leader with the PTY as its controlling terminal, which Ctrl-C and job control need.
-//!    `--new-session` guards against TIOCSTI (a process pushing keystrokes into its controlling
-//!    terminal's input); here that terminal is the session's own PTY, read only by this engine
-//!    and typed into only the same jailed bash, so a jailed process can inject nothing that runs
-//!    outside the jail.
-//! 4. bash, as pid 2 of its namespace under bwrap's pid 1, which reaps orphans in the jail and
+//!    else runs, so every process of the jail is counted from its first fork. Skipped when there
+//!    is no cgroup.
+//! 2. `prlimit` sets RLIMIT_AS (memory per process), RLIMIT_CPU, RLIMIT_FSIZE and RLIMIT_NPROC
+//!    (which counts the processes of the session's own uid: exact, since no one else has it),
+//!    inherited by everything below.
+//! 3. `setpriv` becomes the session's uid and gid, with no supplementary groups and
+//!    `no_new_privs` (a setuid program cannot raise it back).
+//! 4. `bwrap` in a new user namespace mapping root to that uid (nested user namespaces
+//!    disabled), with its own mount, PID, IPC and UTS namespaces (and network unless asked), `/`
+//!    read-only, a private `/tmp`, an empty `/run` (the host's unix sockets: a read-only bind
+//!    does not stop `connect`), the work root hidden, the session's work directory and the
+//!    configured paths writable, no capabilities, `--die-with-parent`. Not `--new-session`:
+//!    portable-pty made the shell a session leader with the PTY as its controlling terminal, which
+//!    Ctrl-C and job control need; that terminal is the session's own, read only by this engine.
+//! 5. bash, as pid 2 of its namespace under bwrap's pid 1, which reaps orphans in the jail and
 //!    takes every process of the namespace with it when killed (`process.rs` kills it first).
+//!
+//! The work directory is a tmpfs of `disk_mb` owned by the session's uid: one cap on all its
+//! files together (where the engine may mount; else `enforcement` says there is none).
 //!
 //! The jail dies with the engine: if the engine dies, the PTY hangs up, which kills the outer
 //! bwrap (SIGHUP to the session leader), and `--die-with-parent` kills the namespace's init.
-//! What such an engine leaves (directories, cgroups, named after its pid) is swept away by the
-//! next jail made under the same root.
+//! What such an engine leaves (directories marked as this crate's, cgroups, named after its
+//! pid) is swept away by the next jail made under the same root; nothing unmarked is touched.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
+use crate::cgroup::{Cgroup, CgroupLimits};
 use crate::{Error, Result, ShellConfig};
 
 /// What to tell whoever asks for a jail on a machine without bubblewrap.
@@ -47,17 +58,38 @@ pub const INSTALL_HINT: &str = "bubblewrap is not installed: apt-get install bub
 pub struct Limits {
     /// Memory: the session's total (memory cgroup) and each process's address space (RLIMIT_AS).
     pub memory_mb: u64,
-    /// Processes and threads of the session at once (pids cgroup).
+    /// Processes and threads of the session at once (pids cgroup, and RLIMIT_NPROC of the
+    /// session's own uid).
     pub max_processes: u64,
     /// CPU seconds per process (RLIMIT_CPU: SIGXCPU, then SIGKILL).
     pub cpu_seconds: u64,
     /// Largest file a process may write (RLIMIT_FSIZE: SIGXFSZ).
     pub file_size_mb: u64,
+    /// All the files of the work directory together (a tmpfs of this size; its pages count as
+    /// the session's memory too).
+    pub disk_mb: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mb: 1024, max_processes: 256, cpu_seconds: 600, file_size_mb: 1024 }
+        Limits { memory_mb: 1024, max_processes: 256, cpu_seconds: 600, file_size_mb: 1024, disk_mb: 512 }
+    }
+}
+
+/// The host uids jails run as: `count` uids from `first`, one per live jail, leased machine-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    /// The first uid.
+    pub first: u32,
+    /// How many.
+    pub count: u32,
+}
+
+impl Default for UidRange {
+    /// 65,536 uids from 1,000,000: far above the accounts of an ordinary system, as rootless
+    /// containers' subordinate ranges are.
+    fn default() -> Self {
+        UidRange { first: 1_000_000, count: 65_536 }
     }
 }
 
@@ -66,14 +98,17 @@ impl Default for Limits {
 pub struct JailConfig {
     /// The bubblewrap program ([`find_bwrap`]).
     pub bwrap: PathBuf,
-    /// Where session directories are made (each removed with its jail).
+    /// Where session directories are made (each removed with its jail); see [`check_work_root`].
     pub root: PathBuf,
     /// Whether the jail shares the host's network (otherwise it has only its own loopback).
     pub network: bool,
-    /// Existing host paths the jail may write to, besides its work directory.
+    /// Existing host paths the jail may write to, besides its work directory (the session's uid
+    /// must be allowed to write there: the jail has no other privilege).
     pub writable: Vec<PathBuf>,
     /// Its limits.
     pub limits: Limits,
+    /// The host uids jails may run as.
+    pub uids: UidRange,
 }
 
 impl JailConfig {
@@ -86,8 +121,28 @@ impl JailConfig {
             network: false,
             writable: Vec::new(),
             limits: Limits::default(),
+            uids: UidRange::default(),
         }
     }
+}
+
+/// Directories a work root may not be: the sweep of stale jails and the hiding of the root
+/// inside jails must never touch the system.
+const SYSTEM_DIRS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt", "/opt",
+    "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/tmp", "/var/log",
+];
+
+/// Whether `root` may hold session directories: absolute, not a system directory.
+pub fn check_work_root(root: &Path) -> std::result::Result<(), String> {
+    if !root.is_absolute() {
+        return Err(format!("{} is not an absolute path", root.display()));
+    }
+    let clean: PathBuf = root.components().collect();
+    if SYSTEM_DIRS.iter().any(|d| clean == Path::new(d)) {
+        return Err(format!("{} is a system directory", clean.display()));
+    }
+    Ok(())
 }
 
 /// Looks `name` up in a `PATH`-style list of directories.
@@ -100,8 +155,17 @@ pub fn find_program(name: &str, path: &OsStr) -> Option<PathBuf> {
 
 /// The `bwrap` of this process's `PATH`, if any.
 pub fn find_bwrap() -> Option<PathBuf> {
-    find_program("bwrap", &std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
+    find_program("bwrap", &host_path())
 }
+
+/// This process's `PATH`, or the usual one.
+fn host_path() -> OsString {
+    std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
+}
+
+/// The file in a session directory that says this crate made it (the sweep removes nothing
+/// else).
+const MARK: &str = ".agentflow-jail";
 
 /// A jail: see the module documentation.
 #[derive(Debug)]
@@ -112,64 +176,106 @@ pub struct Jail {
     work: PathBuf,
     scratch: PathBuf,
     prlimit: PathBuf,
-    /// The session's cgroup directories (one per v1 controller, or one in v2).
-    cgroups: Vec<PathBuf>,
+    setpriv: PathBuf,
+    /// The host uid (and gid) the jail runs as, leased until the jail is dropped.
+    uid: UidLease,
+    /// Whether `work` is a tmpfs this jail mounted (and unmounts).
+    mounted: bool,
+    cgroup: Cgroup,
     /// How the limits are enforced, for whoever reports on the session.
     enforcement: String,
 }
-
-static NEXT: AtomicU64 = AtomicU64::new(1);
 
 impl Jail {
     /// Makes the session's directories and cgroups (blocking: file-system work).
     pub fn create(config: JailConfig) -> Result<Jail> {
         let fail = |what: &str, e: &dyn std::fmt::Display| Error::Jail(format!("{what}: {e}"));
+        check_work_root(&config.root).map_err(|e| Error::Jail(format!("work root refused: {e}")))?;
         for path in &config.writable {
             if !path.exists() {
                 return Err(Error::Jail(format!("writable path {} does not exist", path.display())));
             }
         }
-        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        let path = host_path();
         let prlimit = find_program("prlimit", &path)
             .ok_or_else(|| Error::Jail("prlimit is not installed: apt-get install util-linux".into()))?;
-        std::fs::create_dir_all(&config.root)
+        let setpriv = find_program("setpriv", &path)
+            .ok_or_else(|| Error::Jail("setpriv is not installed: apt-get install util-linux".into()))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&config.root)
             .map_err(|e| fail(&format!("cannot create {}", config.root.display()), &e))?;
+        // bwrap runs as the session's uid, which must pass through (not list) the root and the
+        // session's directory to reach the work directory, itself 0700 and the session's own.
+        traversable(&config.root).map_err(|e| fail(&format!("cannot open {} to jails", config.root.display()), &e))?;
         sweep(&config.root);
-        let name =
-            format!("{}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), &crate::shell::nonce()[..8]);
+        let uid = UidLease::take(config.uids).map_err(|e| fail("no host uid free for the jail", &e))?;
+        let name = crate::cgroup::session_name();
         let dir = config.root.join(&name);
         std::fs::DirBuilder::new()
-            .mode(0o700)
+            .mode(0o711)
             .create(&dir)
             .map_err(|e| fail("cannot create the session directory", &e))?;
         let work = dir.join("work");
         let scratch = dir.join("cmd");
-        let mut jail = Jail { dir, work, scratch, prlimit, cgroups: Vec::new(), enforcement: String::new(), config };
+        let mut jail = Jail {
+            dir,
+            work,
+            scratch,
+            prlimit,
+            setpriv,
+            uid,
+            mounted: false,
+            cgroup: Cgroup::default(),
+            enforcement: String::new(),
+            config,
+        };
         // From here on, a failure drops `jail`, which removes what was made.
+        std::fs::write(jail.dir.join(MARK), std::process::id().to_string())
+            .map_err(|e| fail("cannot mark the session directory", &e))?;
+        let id = jail.uid.uid;
         for d in [&jail.work, &jail.scratch] {
             std::fs::DirBuilder::new()
                 .mode(0o700)
                 .create(d)
                 .map_err(|e| fail("cannot create the work directory", &e))?;
+            std::os::unix::fs::chown(d, Some(id), Some(id))
+                .map_err(|e| fail("cannot give the jail its directory", &e))?;
         }
-        let cgroup_name = format!("agentflow-{name}");
-        match cgroups::create(&cgroup_name, &jail.config.limits) {
-            Ok((dirs, how)) => {
-                jail.cgroups = dirs;
-                jail.enforcement = format!("{how}; cpu and file size by rlimits");
+        let l = jail.config.limits;
+        let disk = match mount_tmpfs(&jail.work, l.disk_mb, id) {
+            Ok(()) => {
+                jail.mounted = true;
+                format!("disk by a {} MiB tmpfs", l.disk_mb)
+            }
+            Err(e) => format!("no disk cap (cannot mount a tmpfs: {e})"),
+        };
+        let limits = CgroupLimits { memory: l.memory_mb << 20, pids: l.max_processes };
+        let cgroup = match Cgroup::limited(&name, limits) {
+            Ok(cgroup) => {
+                jail.enforcement = format!("{}; cpu and file size by rlimits; {disk}", cgroup.how());
+                cgroup
             }
             Err(why) => {
                 jail.enforcement = format!(
-                    "rlimits only ({why}): memory per process, cpu, file size; the process cap is not enforced"
+                    "rlimits only ({why}): memory per process, cpu, file size, processes of the session's uid; {disk}"
                 );
+                Cgroup::default()
             }
-        }
+        };
+        jail.cgroup = cgroup;
         Ok(jail)
     }
 
     /// The session's writable work directory (the shell's default directory and `HOME`).
     pub fn work_dir(&self) -> &Path {
         &self.work
+    }
+
+    /// The host uid (and gid) every process of the jail runs as; root inside the jail.
+    pub fn host_uid(&self) -> u32 {
+        self.uid.uid
     }
 
     /// How the limits are enforced here: the cgroups used, or why only rlimits are.
@@ -184,28 +290,27 @@ impl Jail {
 
     /// The processes in the jail's cgroup (empty without one), as this process sees them.
     pub fn processes(&self) -> Vec<i32> {
-        self.cgroups.first().map(|dir| cgroups::procs(dir)).unwrap_or_default()
+        self.cgroup.processes()
     }
 
     /// How many times the memory limit killed a process of the session (OOM), if the memory
     /// cgroup says.
     pub fn oom_kills(&self) -> Option<u64> {
-        self.cgroups.iter().find_map(|dir| cgroups::oom_kills(dir))
+        self.cgroup.oom_kills()
     }
 
     /// `shell` as it runs inside this jail: started through the wrapper (module documentation),
-    /// in the work directory unless it names another, with `HOME` there and long commands read
-    /// from the jail's own directory.
+    /// in the work directory unless it names another, with `HOME` there, its whole environment
+    /// set inside the jail only, and long commands read from the jail's own directory.
     pub fn wrap(&self, shell: &ShellConfig) -> ShellConfig {
         let mut shell = shell.clone();
         let cwd = shell.cwd.clone().unwrap_or_else(|| self.work.clone());
+        shell.env.retain(|(k, _)| k != "HOME" && k != "TMPDIR");
+        shell.env.insert(0, ("HOME".into(), self.work.display().to_string()));
         let mut argv: Vec<OsString> = Vec::new();
-        if !self.cgroups.is_empty() {
-            let joins: Vec<String> = self
-                .cgroups
-                .iter()
-                .map(|d| format!("echo $$ > {} || exit 125", sh_quote(&d.join("cgroup.procs"))))
-                .collect();
+        if !self.cgroup.is_empty() {
+            let joins: Vec<String> =
+                self.cgroup.procs_files().map(|f| format!("echo $$ > {} || exit 125", sh_quote(&f))).collect();
             argv.extend([
                 "/bin/sh".into(),
                 "-c".into(),
@@ -218,9 +323,24 @@ impl Jail {
         argv.push(format!("--as={}", l.memory_mb << 20).into());
         argv.push(format!("--cpu={}", l.cpu_seconds).into());
         argv.push(format!("--fsize={}", l.file_size_mb << 20).into());
+        argv.push(format!("--nproc={}", l.max_processes).into());
         argv.push("--".into());
+        let id = self.uid.uid.to_string();
+        argv.push(self.setpriv.clone().into_os_string());
+        argv.extend(["--reuid", &id, "--regid", &id, "--clear-groups", "--no-new-privs", "--"].map(OsString::from));
         argv.push(self.config.bwrap.clone().into_os_string());
-        let mut args = vec!["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"];
+        let mut args = vec![
+            "--unshare-user",
+            "--uid",
+            "0",
+            "--gid",
+            "0",
+            "--disable-userns",
+            "--die-with-parent",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+        ];
         if !self.config.network {
             args.push("--unshare-net");
         }
@@ -236,26 +356,44 @@ impl Jail {
             "/proc",
             "--tmpfs",
             "/tmp",
+            // The host's unix sockets (a read-only bind does not stop `connect`).
+            "--tmpfs",
+            "/run",
         ]);
         argv.extend(args.into_iter().map(OsString::from));
-        // Other sessions' directories are hidden (a jail runs as root without capabilities, and
-        // root owns them all); then the binds, after the private /tmp and that, so that paths
-        // under them show through.
+        if Path::new("/var/run").is_dir() && !Path::new("/var/run").is_symlink() {
+            argv.extend(["--tmpfs".into(), "/var/run".into()]);
+        }
+        // Other sessions' directories are hidden; then the binds, after the private /tmp and
+        // that, so that paths under them show through.
         argv.extend(["--tmpfs".into(), self.config.root.as_os_str().to_owned()]);
         let mut bind = |flag: &str, path: &Path| {
             argv.extend([flag.into(), path.as_os_str().to_owned(), path.as_os_str().to_owned()]);
         };
+        if self.config.network {
+            // Name resolution may point into /run (systemd-resolved's stub file).
+            if let Ok(resolv) = std::fs::canonicalize("/etc/resolv.conf") {
+                if resolv.starts_with("/run") {
+                    bind("--ro-bind", &resolv);
+                }
+            }
+        }
         bind("--bind", &self.work);
         bind("--ro-bind", &self.scratch);
         for path in &self.config.writable {
             bind("--bind", path);
         }
-        argv.extend(["--cap-drop".into(), "ALL".into(), "--chdir".into(), cwd.as_os_str().to_owned(), "--".into()]);
+        argv.extend(["--cap-drop".into(), "ALL".into(), "--clearenv".into()]);
+        for (key, value) in crate::shell::environment(&shell) {
+            argv.extend(["--setenv".into(), key.into(), value.into()]);
+        }
+        argv.extend(["--chdir".into(), cwd.as_os_str().to_owned(), "--".into()]);
         shell.wrapper = argv;
+        // The helpers outside the jail (sh, prlimit, setpriv, bwrap) see none of the session's
+        // variables: a loader variable there would run as the host's root.
+        shell.wrapper_env = vec![("PATH".into(), host_path().to_string_lossy().into_owned())];
         shell.cwd = Some(cwd);
         shell.scratch_dir = Some(self.scratch.clone());
-        shell.env.retain(|(k, _)| k != "HOME" && k != "TMPDIR");
-        shell.env.insert(0, ("HOME".into(), self.work.display().to_string()));
         shell
     }
 }
@@ -263,34 +401,102 @@ impl Jail {
 impl Drop for Jail {
     fn drop(&mut self) {
         // The shell was ended by its owner; what may be left (a process that left the shell's
-        // session and tree) is still in the cgroup. Kill until none is left, then remove.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        for dir in &self.cgroups {
-            loop {
-                let procs = cgroups::procs(dir);
-                if procs.is_empty() || Instant::now() > deadline {
-                    break;
-                }
-                for pid in procs {
-                    // SAFETY: kill(2) has no memory-safety preconditions.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-        for dir in self.cgroups.iter().rev() {
-            // A cgroup whose last process is still exiting cannot be removed yet: retry briefly.
-            while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+        // session and tree) is still in the cgroup: dropping it kills them and removes it.
+        drop(std::mem::take(&mut self.cgroup));
+        if self.mounted {
+            unmount(&self.work);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+/// Adds search (not read) permission for everyone to a directory, if it lacks it.
+fn traversable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o011 != 0o011 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))?;
+    }
+    Ok(())
+}
+
+/// Mounts a tmpfs of `size_mb` at `dir`, owned by `uid`, mode 0700, no devices or setuid.
+fn mount_tmpfs(dir: &Path, size_mb: u64, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let options = std::ffi::CString::new(format!("size={size_mb}m,mode=0700,uid={uid},gid={uid}"))?;
+    // SAFETY: every pointer is a live NUL-terminated string for the duration of the call.
+    let r = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            options.as_ptr().cast(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Detaches a mount at `dir` (lazily: a process still holding it cannot keep it from going).
+fn unmount(dir: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(target) = std::ffi::CString::new(dir.as_os_str().as_bytes()) {
+        // SAFETY: a live NUL-terminated path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// A host uid leased to one jail: an exclusive `flock` on a file named after it, in a directory
+/// shared by every engine of the machine, held until dropped (or the process dies).
+#[derive(Debug)]
+struct UidLease {
+    uid: u32,
+    _lock: std::fs::File,
+}
+
+/// Where the leases are: `/run` is per boot and root's; the temporary directory otherwise.
+fn lease_dir() -> PathBuf {
+    let run = Path::new("/run/agentflow-uids");
+    if std::fs::DirBuilder::new().recursive(true).mode(0o700).create(run).is_ok() {
+        return run.to_owned();
+    }
+    std::env::temp_dir().join("agentflow-uids")
+}
+
+static NEXT_UID: AtomicU64 = AtomicU64::new(0);
+
+impl UidLease {
+    fn take(range: UidRange) -> std::io::Result<UidLease> {
+        use std::os::fd::AsRawFd;
+        if range.count == 0 || range.first == 0 || range.first.checked_add(range.count).is_none() {
+            return Err(std::io::Error::other(format!("empty or invalid uid range {range:?}")));
+        }
+        let dir = lease_dir();
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        // Engines start at different offsets, so that they rarely try the same uids.
+        let start = NEXT_UID.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 7919;
+        for i in 0..u64::from(range.count) {
+            let uid = range.first + ((start + i) % u64::from(range.count)) as u32;
+            let file =
+                std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(uid.to_string()))?;
+            // SAFETY: flock on a descriptor the File owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(UidLease { uid, _lock: file });
+            }
+        }
+        Err(std::io::Error::other(format!("all {} uids from {} are in use", range.count, range.first)))
+    }
+}
+
 /// Removes what jails of engines that died without cleaning up (SIGKILL, a crash) left: session
-/// directories under `root` and cgroups, both named after the engine's pid, when no process
-/// has that pid any more. A live engine's, and this one's, are left alone.
+/// directories under `root` that carry this crate's mark, and cgroups, both named after the
+/// engine's pid, when no process has that pid any more. A live engine's, and this one's, are
+/// left alone; nothing else in `root` is touched.
 fn sweep(root: &Path) {
     let dead = |name: &str| -> bool {
         let pid = name.split('-').next().and_then(|p| p.parse::<i32>().ok());
@@ -298,146 +504,20 @@ fn sweep(root: &Path) {
     };
     if let Ok(entries) = std::fs::read_dir(root) {
         for entry in entries.flatten() {
-            if entry.file_name().to_str().is_some_and(dead) {
-                let _ = std::fs::remove_dir_all(entry.path());
+            let path = entry.path();
+            let ours = entry.file_type().is_ok_and(|t| t.is_dir() && !t.is_symlink()) && path.join(MARK).is_file();
+            if ours && entry.file_name().to_str().is_some_and(dead) {
+                unmount(&path.join("work"));
+                let _ = std::fs::remove_dir_all(path);
             }
         }
     }
-    for parent in cgroups::parents() {
-        let Ok(entries) = std::fs::read_dir(&parent) else { continue };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(session) = name.to_str().and_then(|n| n.strip_prefix("agentflow-")) else { continue };
-            if dead(session) {
-                for pid in cgroups::procs(&entry.path()) {
-                    // SAFETY: kill(2) has no memory-safety preconditions.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                let _ = std::fs::remove_dir(entry.path());
-            }
-        }
-    }
+    crate::cgroup::sweep(&dead);
 }
 
 /// `path` as one single-quoted `sh` word.
 fn sh_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
-}
-
-/// The session's cgroups: cgroup v1 (a pids and a memory hierarchy) or v2 (one unified tree
-/// with the controllers delegated), made as children of this process's own cgroups.
-mod cgroups {
-    use std::path::{Path, PathBuf};
-
-    use super::Limits;
-
-    const ROOT: &str = "/sys/fs/cgroup";
-
-    /// This process's cgroup path in the hierarchy that has `controller` (`""` for v2).
-    fn own_path(controller: &str) -> Option<String> {
-        let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        text.lines().find_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let matches =
-                if controller.is_empty() { list.is_empty() } else { list.split(',').any(|c| c == controller) };
-            matches.then(|| path.to_owned())
-        })
-    }
-
-    fn write(path: &Path, value: &str) -> std::io::Result<()> {
-        std::fs::write(path, value)
-    }
-
-    /// Makes the session's cgroups with `limits`; the directories and a description, or why
-    /// there are none.
-    pub(super) fn create(name: &str, limits: &Limits) -> Result<(Vec<PathBuf>, String), String> {
-        let memory = (limits.memory_mb << 20).to_string();
-        let pids = limits.max_processes.to_string();
-        // cgroup v1: one hierarchy per controller; the pids one is what caps a fork bomb.
-        let v1_pids = Path::new(ROOT).join("pids");
-        if v1_pids.join("tasks").exists() {
-            let own = own_path("pids").ok_or("no pids line in /proc/self/cgroup")?;
-            let dir = v1_pids.join(own.trim_start_matches('/')).join(name);
-            std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            let mut dirs = vec![dir.clone()];
-            let undo = |dirs: &[PathBuf]| dirs.iter().for_each(|d| drop(std::fs::remove_dir(d)));
-            if let Err(e) = write(&dir.join("pids.max"), &pids) {
-                undo(&dirs);
-                return Err(format!("cannot set pids.max: {e}"));
-            }
-            let mut how = "cgroup v1: pids".to_owned();
-            let v1_memory = Path::new(ROOT).join("memory");
-            if let (true, Some(own)) = (v1_memory.join("tasks").exists(), own_path("memory")) {
-                let dir = v1_memory.join(own.trim_start_matches('/')).join(name);
-                if std::fs::create_dir(&dir).is_ok() {
-                    if write(&dir.join("memory.limit_in_bytes"), &memory).is_ok() {
-                        // Swap counts too where swap accounting is on (absent otherwise).
-                        let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &memory);
-                        dirs.push(dir);
-                        how.push_str(", memory");
-                    } else {
-                        let _ = std::fs::remove_dir(&dir);
-                    }
-                }
-            }
-            if dirs.len() == 1 {
-                how.push_str(" (no memory cgroup: memory per process by rlimit only)");
-            }
-            return Ok((dirs, how));
-        }
-        // cgroup v2: the controllers must be delegated to our cgroup's children.
-        if Path::new(ROOT).join("cgroup.controllers").exists() {
-            let own = own_path("").ok_or("no cgroup v2 line in /proc/self/cgroup")?;
-            let dir = Path::new(ROOT).join(own.trim_start_matches('/')).join(name);
-            std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            if !dir.join("pids.max").exists() {
-                let _ = std::fs::remove_dir(&dir);
-                return Err("cgroup v2 without the pids controller delegated here".into());
-            }
-            if let Err(e) = write(&dir.join("pids.max"), &pids) {
-                let _ = std::fs::remove_dir(&dir);
-                return Err(format!("cannot set pids.max: {e}"));
-            }
-            let how = if write(&dir.join("memory.max"), &memory).is_ok() {
-                "cgroup v2: pids, memory"
-            } else {
-                "cgroup v2: pids (no memory controller: memory per process by rlimit only)"
-            };
-            return Ok((vec![dir], how.to_owned()));
-        }
-        Err("no cgroup hierarchy with a pids controller".into())
-    }
-
-    /// The directories session cgroups are made in.
-    pub(super) fn parents() -> Vec<PathBuf> {
-        let mut dirs = Vec::new();
-        for controller in ["pids", "memory"] {
-            let base = Path::new(ROOT).join(controller);
-            if let (true, Some(own)) = (base.join("tasks").exists(), own_path(controller)) {
-                dirs.push(base.join(own.trim_start_matches('/')));
-            }
-        }
-        if dirs.is_empty() && Path::new(ROOT).join("cgroup.controllers").exists() {
-            dirs.extend(own_path("").map(|own| Path::new(ROOT).join(own.trim_start_matches('/'))));
-        }
-        dirs
-    }
-
-    /// The pids in a cgroup.
-    pub(super) fn procs(dir: &Path) -> Vec<i32> {
-        std::fs::read_to_string(dir.join("cgroup.procs"))
-            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
-    }
-
-    /// The OOM kill count of a memory cgroup (v1 `memory.oom_control`, v2 `memory.events`).
-    pub(super) fn oom_kills(dir: &Path) -> Option<u64> {
-        ["memory.oom_control", "memory.events"].iter().find_map(|file| {
-            let text = std::fs::read_to_string(dir.join(file)).ok()?;
-            text.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
-        })
-    }
 }
 
 #[cfg(test)]
@@ -461,11 +541,11 @@ mod tests {
         let bwrap = find_bwrap().expect("bwrap is installed (apt-get install bubblewrap)");
         let root = std::env::temp_dir().join(format!("agentflow-jail-unit-{}", std::process::id()));
         let jail = Jail::create(JailConfig { root: root.clone(), ..JailConfig::new(bwrap) }).unwrap();
-        let (dir, cgroups) = (jail.dir.clone(), jail.cgroups.clone());
+        let (dir, cgroups): (_, Vec<_>) = (jail.dir.clone(), jail.cgroup.procs_files().collect());
         assert!(jail.work_dir().is_dir());
         assert!(!jail.enforcement().is_empty());
         for cg in &cgroups {
-            assert!(cg.join("cgroup.procs").exists());
+            assert!(cg.exists());
         }
         let wrapped = jail.wrap(&ShellConfig::default());
         assert_eq!(wrapped.cwd.as_deref(), Some(jail.work_dir()));

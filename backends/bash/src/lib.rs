@@ -5,8 +5,10 @@
 //! working directory and its output cleaned (no echo, prompts, escape sequences or carriage-return
 //! rewrites; valid UTF-8) and bounded (head and tail kept); the shell is in step for the next one.
 //!
-//! A shell may run in a [`Jail`] (bubblewrap: its own namespaces, a read-only file system but
-//! for its work directory, limits on memory, processes, CPU time and file size).
+//! A shell may run in a [`Jail`] (bubblewrap in a user namespace, as a host uid of its own: its
+//! own namespaces, a read-only file system but for its work directory, limits on memory,
+//! processes, CPU time, file size and disk). A plain shell can be tracked by a [`Cgroup`], so
+//! that what it started is found and killed even after leaving its process tree.
 //!
 //! This crate owns the shell process, its terminal, its threads and its process tree. It knows
 //! nothing of sessions, JSON, tool names or HTTP: the `agentflow-sandbox` engine adapts it in
@@ -28,13 +30,15 @@
 //! # Ok::<(), agentflow_bash::Error>(()) }).unwrap();
 //! ```
 
+mod cgroup;
 mod jail;
 mod process;
 mod shell;
 mod transcript;
 
-pub use jail::{find_bwrap, find_program, Jail, JailConfig, Limits, INSTALL_HINT};
-pub use shell::{Exit, OnTimeout, Outcome, Shell, ShellConfig, INTERRUPT_GRACE, SETTLE};
+pub use cgroup::Cgroup;
+pub use jail::{check_work_root, find_bwrap, find_program, Jail, JailConfig, Limits, UidRange, INSTALL_HINT};
+pub use shell::{environment, is_shell, Exit, OnTimeout, Outcome, Shell, ShellConfig, INTERRUPT_GRACE, SETTLE};
 
 /// What can go wrong with a shell.
 #[derive(Debug, thiserror::Error)]

@@ -53,8 +53,12 @@ pub struct ShellConfig {
     pub scratch_dir: Option<PathBuf>,
     /// Its working directory (default: this process's).
     pub cwd: Option<PathBuf>,
-    /// Extra environment, set after the defaults (so it may override them).
+    /// Extra environment, set after the defaults (so it may override them). The shell starts
+    /// from a clean environment ([`environment`]), never the whole of this process's.
     pub env: Vec<(String, String)>,
+    /// With a `wrapper`: the environment of the wrapper process itself, which is then
+    /// responsible for giving the shell [`environment`] (a jail sets it inside).
+    pub wrapper_env: Vec<(String, String)>,
     /// Terminal size.
     pub rows: u16,
     /// Terminal size.
@@ -71,6 +75,7 @@ impl Default for ShellConfig {
             scratch_dir: None,
             cwd: None,
             env: Vec::new(),
+            wrapper_env: Vec::new(),
             rows: 50,
             cols: 200,
             max_output_bytes: 128 * 1024,
@@ -677,25 +682,9 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
     argv.push(config.program.clone().into_os_string());
     argv.extend(["--noprofile", "--norc", "--noediting", "-i"].map(OsString::from));
     let mut cmd = CommandBuilder::from_argv(argv);
-    for key in ["PROMPT_COMMAND", "PS0", "PS1", "PS2", "PS4", "BASH_ENV", "ENV", "HISTFILE", "MAILPATH", "MAIL"] {
-        cmd.env_remove(key);
-    }
-    for (key, value) in [
-        ("TERM", "dumb"),
-        ("PAGER", "cat"),
-        ("GIT_PAGER", "cat"),
-        ("MANPAGER", "cat"),
-        ("SYSTEMD_PAGER", "cat"),
-        ("EDITOR", "false"),
-        ("VISUAL", "false"),
-        ("NO_COLOR", "1"),
-        ("GIT_TERMINAL_PROMPT", "0"),
-        ("DEBIAN_FRONTEND", "noninteractive"),
-        ("PIP_NO_INPUT", "1"),
-    ] {
-        cmd.env(key, value);
-    }
-    for (key, value) in &config.env {
+    cmd.env_clear();
+    let env = if config.wrapper.is_empty() { environment(&config) } else { config.wrapper_env.clone() };
+    for (key, value) in env {
         cmd.env(key, value);
     }
     cmd.cwd(&cwd);
@@ -703,6 +692,7 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
     // Only the shell holds the terminal's other end: its death is then seen as EOF.
     drop(pair.slave);
     let pid = child.process_id().map(|p| p as i32).unwrap_or(-1);
+    SHELLS.lock().insert(pid);
 
     let shared = Arc::new(Shared {
         tty: Mutex::new(Tty { transcript: Transcript::new(config.max_output_bytes), eof: false, exit: None }),
@@ -717,6 +707,7 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
     drop(child);
     let waiter = std::thread::Builder::new().name(format!("bash-wait-{pid}")).stack_size(64 * 1024).spawn(move || {
         let exit = reap(pid);
+        SHELLS.lock().remove(&pid);
         waiter_shared.tty.lock().exit = Some(exit);
         waiter_shared.notify.notify_waiters();
     });
@@ -724,6 +715,7 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
         Ok(t) => t,
         Err(e) => {
             process::kill_tree_now(pid);
+            SHELLS.lock().remove(&pid);
             return Err(spawn_err("cannot start the waiter thread", &e));
         }
     };
@@ -775,6 +767,53 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
         scratch: None,
         config,
     })
+}
+
+/// Variables of this process a shell inherits; nothing else of the server's environment (its
+/// API key, its own settings) reaches a shell.
+const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ"];
+
+/// The shell's whole environment: the few variables of this process that a shell needs
+/// (`PATH`, `HOME`, the locale: [`INHERITED`] and `LC_*`), the defaults that keep programs from
+/// waiting on a terminal (`TERM=dumb`, pagers, editors), then the config's own `env`.
+pub fn environment(config: &ShellConfig) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| INHERITED.contains(&k.as_str()) || k.starts_with("LC_")).collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));
+    }
+    for (key, value) in [
+        ("TERM", "dumb"),
+        ("PAGER", "cat"),
+        ("GIT_PAGER", "cat"),
+        ("MANPAGER", "cat"),
+        ("SYSTEMD_PAGER", "cat"),
+        ("EDITOR", "false"),
+        ("VISUAL", "false"),
+        ("NO_COLOR", "1"),
+        ("GIT_TERMINAL_PROMPT", "0"),
+        ("DEBIAN_FRONTEND", "noninteractive"),
+        ("PIP_NO_INPUT", "1"),
+    ] {
+        env.push((key.into(), value.into()));
+    }
+    for (key, value) in &config.env {
+        // Variables that would take over the marker or the prompt are not the session's to set.
+        if !["PROMPT_COMMAND", "PS0", "PS1", "PS2", "PS4", "BASH_ENV", "ENV"].contains(&key.as_str()) {
+            env.retain(|(k, _)| k != key);
+            env.push((key.clone(), value.clone()));
+        }
+    }
+    env
+}
+
+/// The pids of the shells whose waiter thread will reap them (until it has).
+static SHELLS: Mutex<std::collections::BTreeSet<i32>> = Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether `pid` is a shell of this process that its own waiter reaps: an orphan reaper must
+/// leave it alone, or the shell's exit status is lost.
+pub fn is_shell(pid: i32) -> bool {
+    SHELLS.lock().contains(&pid)
 }
 
 /// Waits for the shell to end and reaps it.
