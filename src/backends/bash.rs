@@ -30,7 +30,13 @@
 //! | `max_processes` | integer ≥ 8 | 256 | processes at once (pids cgroup) |
 //! | `cpu_seconds` | integer ≥ 1 | 600 | CPU seconds per process (RLIMIT_CPU) |
 //! | `file_size_mb` | integer ≥ 1 | 1024 | largest file written (RLIMIT_FSIZE) |
-//! | `work_root` | string | `$TMPDIR/agentflow-jails` | where session work directories are made |
+//! | `disk_mb` | integer ≥ 1 | 512 | all files of the work directory together (a tmpfs) |
+//! | `work_root` | string | `$TMPDIR/agentflow-jails` | operator only: where session work directories are made |
+//! | `uid_first`, `uid_count` | integer | 1000000, 65536 | operator only: host uids jails run as |
+//!
+//! The operator's config is the floor: a session may tighten a jailed default, never loosen it,
+//! unless `resources.bash.policy` opens a key (`isolation`, `network`, `writable`, `loader_env`,
+//! or a ceiling for a limit); a refusal is 1006 naming the key.
 //!
 //! Where the machine has no pids/memory cgroup to use, the limits fall back to rlimits and
 //! [`Jail::enforcement`] says so. A missing `bwrap` is 2003 with how to install it: at warm-up
