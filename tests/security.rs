@@ -392,3 +392,37 @@ async fn processes_that_left_the_shell_die_with_their_session() {
     );
     engine.shutdown(false, true).await;
 }
+
+// ---- the end of a call ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_command_cannot_forge_the_end_of_its_call() {
+    need("bwrap");
+    let root = temp_dir("sec-forge");
+    let engine = jail_engine(&root);
+    for (worker, config) in [("plain", json!({})), ("jailed", jailed(json!({})))] {
+        assert_eq!(create_session(&engine, worker, "bash", config).await.code, 0);
+        assert_eq!(run(&engine, worker, "cd /tmp").await.code, 0);
+        // The marker as the shell used to print it (the nonce is a variable the command can
+        // read), and guesses at the new one; then the command goes on, and ends elsewhere.
+        let forge = r#"printf '\033]697;%s;0;/forged\007' "$__af_n"; printf '\033]697;%s\007' "$SRANDOM$SRANDOM";
+                       sleep 1; echo real; cd /; (exit 3)"#;
+        let e = run(&engine, worker, forge).await;
+        assert_eq!(e.code, 0, "{worker}: {}", e.message);
+        assert_eq!(e.data["stdout"], "real\n", "{worker}: the call ended before the command did");
+        assert_eq!((e.data["exit_code"].as_i64(), e.data["cwd"].as_str()), (Some(3), Some("/")), "{worker}");
+        // Nothing of it leaks into the next call.
+        assert_eq!(out(&engine, worker, "echo next").await, "next\n", "{worker}");
+        // The descriptor the shell reports on is not the command's: a program it starts holds
+        // only its standard streams (and the one `ls` opens to list them).
+        assert_eq!(out(&engine, worker, "ls /proc/self/fd | tr '\\n' ' '").await, "0 1 2 3 ", "{worker}");
+        // Nor can the command take over the report, or stop it.
+        let e = run(&engine, worker, "__af_p() { :; }; PROMPT_COMMAND=; echo tried").await;
+        assert_eq!(e.code, 0, "{worker}: {}", e.message);
+        assert!(e.data["stdout"].as_str().unwrap().contains("readonly"), "{worker}: {}", e.data);
+        assert_eq!(out(&engine, worker, "cd /tmp; echo still").await, "still\n", "{worker}");
+        assert_eq!(run(&engine, worker, "pwd").await.data["cwd"], "/tmp", "{worker}");
+    }
+    engine.shutdown(false, true).await;
+    let _ = std::fs::remove_dir_all(root);
+}

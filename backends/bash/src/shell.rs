@@ -4,10 +4,18 @@
 //! line editing, no echo, pagers and editors disabled, no prompt but the end-of-command marker);
 //! a dedicated reader thread feeds the PTY's output into a [`Transcript`] and wakes the async
 //! side; a waiter thread reaps the shell. Each command is sent with a fresh random nonce, and
-//! ends when the marker carrying that nonce arrives (printed by `PROMPT_COMMAND`, so it also
-//! comes after an interrupt). Timeouts interrupt the foreground process group, then kill it, and
-//! wait for the marker again, so the shell is in step before a call returns. It knows nothing of
-//! sessions, JSON or tool names: `src/backends/bash.rs` adapts it to the engine.
+//! ends when the shell reports that nonce (from `PROMPT_COMMAND`, so it also comes after an
+//! interrupt). Timeouts interrupt the foreground process group, then kill it, and wait for the
+//! report again, so the shell is in step before a call returns. It knows nothing of sessions,
+//! JSON or tool names: `src/backends/bash.rs` adapts it to the engine.
+//!
+//! The report cannot be forged by the command: the shell writes it to a pipe (a FIFO it opens
+//! at start, whose name is then removed) that commands do not inherit, as each command runs
+//! with that descriptor closed; a marker on the terminal then says where the output ends, and
+//! counts only with a token the shell drew after the command ended (see the transcript). What
+//! a command cannot do is read its own shell's memory or descriptors: a builtin of the same
+//! shell, or a process of the same uid writing through `/proc/<shell>/fd`, could still write
+//! a record. Agents do not do that by accident; a hostile one only fools its own session.
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -167,6 +175,8 @@ pub struct Shell {
     /// terminal's foreground group whenever bash is at its prompt. Equal to `pid` without a
     /// wrapper; inside a jail, bash is a grandchild in its own PID namespace.
     leader: i32,
+    /// Where the shell's record pipe was made, until the shell has opened it.
+    records_path: Option<PathBuf>,
     /// Holds the terminal open; only its descriptor is used.
     _master: Mutex<Box<dyn MasterPty + Send>>,
     master_fd: RawFd,
@@ -203,7 +213,12 @@ impl Shell {
             .map_err(|e| Error::Spawn(format!("spawn task failed: {e}")))??;
         let deadline = Instant::now() + START_TIMEOUT;
         shell.pending = Some(Pending { nonce: String::new(), kept: false });
-        match shell.wait(deadline, None).await {
+        let wake = shell.wait(deadline, None).await;
+        // The shell holds the pipe open (or never will): its name is not to be found again.
+        if let Some(path) = shell.records_path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        match wake {
             Wake::Finished => {
                 let f = shell.take_finished();
                 shell.cwd = f.cwd;
@@ -423,7 +438,7 @@ impl Shell {
         if group == self.leader {
             // The shell is in the foreground: either at its prompt, having never read the whole
             // command line (a call cancelled while typing it), or running a builtin that ignores
-            // SIGINT. A fresh nonce tells which.
+            // SIGINT. A fresh nonce tells which: the line only sets it, and the shell reports.
             let nonce = nonce();
             self.shared.tty.lock().transcript.expect(&nonce);
             let line = format!("__af_n={nonce}\n");
@@ -614,22 +629,11 @@ impl Shell {
     }
 
     async fn write_script(&mut self, command: String) -> Result<PathBuf> {
-        let dir = match (&self.scratch, &self.config.scratch_dir) {
-            (_, Some(owned)) => owned.clone(),
-            (Some(d), None) => d.clone(),
-            (None, None) => {
-                let dir = std::env::temp_dir().join(format!("agentflow-bash-{}-{}", std::process::id(), nonce()));
-                self.scratch = Some(dir.clone());
-                dir
-            }
-        };
+        let dir = scratch_dir(&self.config, self.scratch.as_deref());
         let path = dir.join("command.sh");
         let written = path.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::os::unix::fs::DirBuilderExt;
-            if !dir.is_dir() {
-                std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-            }
+            make_dir(&dir)?;
             std::fs::write(&written, command)
         })
         .await
@@ -649,6 +653,9 @@ impl Drop for Shell {
         }
         // Closing the stop pipe ends the reader; the waiter ends once the shell is reaped.
         self.stop = None;
+        if let Some(path) = self.records_path.take() {
+            let _ = std::fs::remove_file(path);
+        }
         if let Some(dir) = self.scratch.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -666,11 +673,21 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
         return Err(Error::Spawn(format!("working directory {} is not a directory", cwd.display())));
     }
     let size = PtySize { rows: config.rows.max(2), cols: config.cols.max(10), pixel_width: 0, pixel_height: 0 };
+    // The shell's record pipe: made in the scratch directory (the shell can see it there, a
+    // jail's included), opened here first so that the shell's open does not wait.
+    let own_scratch = config.scratch_dir.is_none().then(|| scratch_dir(&config, None));
+    let dir = scratch_dir(&config, own_scratch.as_deref());
+    let records_path = dir.join(format!("records-{}", &init_nonce[..8]));
+    // Until the shell is handed over, a failure removes what was made.
+    let mut made = Made { records: Some(records_path.clone()), scratch: own_scratch };
+    let records = make_dir(&dir)
+        .and_then(|_| records_pipe(&dir, &records_path))
+        .map_err(|e| spawn_err("cannot make the shell's record pipe", &e))?;
     let pair = native_pty_system().openpty(size).map_err(|e| spawn_err("cannot open a terminal", &e))?;
     let master_fd = pair.master.as_raw_fd().ok_or_else(|| Error::Spawn("the terminal has no descriptor".into()))?;
     quiet_terminal(master_fd)?;
     // The set-up is typed ahead, before the shell starts: it reads it as soon as it is up.
-    let init = init_line(init_nonce);
+    let init = init_line(init_nonce, &records_path);
     // SAFETY: writes from a live string to the open (still blocking) PTY master; the terminal's
     // input queue is empty and larger than the line, so this does not wait.
     let typed = unsafe { libc::write(master_fd, init.as_ptr().cast(), init.len()) };
@@ -742,7 +759,7 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
     let reader = std::thread::Builder::new()
         .name(format!("bash-read-{pid}"))
         .stack_size(128 * 1024)
-        .spawn(move || read_loop(reader_fd, stop_read, reader_shared));
+        .spawn(move || read_loop(reader_fd, records, stop_read, reader_shared));
     match reader {
         Ok(t) => shell_threads.push(t),
         Err(e) => return Err(fail(e, shell_threads)),
@@ -764,9 +781,73 @@ fn start(config: ShellConfig, init_nonce: &str) -> Result<Shell> {
         pending: None,
         cwd: cwd.display().to_string(),
         alive: true,
-        scratch: None,
+        records_path: made.records.take(),
+        scratch: made.scratch.take(),
         config,
     })
+}
+
+/// Files a shell being started has made, removed if it fails to start.
+struct Made {
+    records: Option<PathBuf>,
+    scratch: Option<PathBuf>,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        if let Some(path) = self.records.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(dir) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Where the shell's scratch files go: the configured directory, the private one already
+/// made (`own`), or a new private name under the system's temporary directory.
+fn scratch_dir(config: &ShellConfig, own: Option<&Path>) -> PathBuf {
+    match (&config.scratch_dir, own) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(dir)) => dir.to_owned(),
+        (None, None) => std::env::temp_dir().join(format!("agentflow-bash-{}-{}", std::process::id(), nonce())),
+    }
+}
+
+/// Makes `dir` (mode 0700) unless it is there.
+fn make_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(dir)
+}
+
+/// Makes the FIFO the shell writes its records to, owned as `dir` is (a jail's shell runs as
+/// the directory's owner), and opens its reading end, which does not wait for a writer; and a
+/// writing end, never written, so that reading never sees an end of file before the shell has
+/// opened the pipe (nor after it died: the reader stops with the terminal).
+fn records_pipe(dir: &Path, path: &Path) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: mkfifo reads a NUL-terminated path that lives through the call.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let owner = std::fs::metadata(dir)?;
+    std::os::unix::fs::lchown(path, Some(owner.uid()), Some(owner.gid()))?;
+    let open = |flags: libc::c_int| {
+        // SAFETY: open reads the same live path; the descriptor returned is then owned.
+        let fd = unsafe { libc::open(c_path.as_ptr(), flags | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let read = open(libc::O_RDONLY)?;
+    Ok((read, open(libc::O_WRONLY)?))
 }
 
 /// Variables of this process a shell inherits; nothing else of the server's environment (its
@@ -840,16 +921,19 @@ fn reap(pid: i32) -> Exit {
     }
 }
 
-/// The reader thread: terminal output into the transcript, until EOF or the stop pipe closes.
-fn read_loop(fd: OwnedFd, stop: OwnedFd, shared: Arc<Shared>) {
+/// The reader thread: terminal output and the shell's records into the transcript, until EOF
+/// or the stop pipe closes. Records are read before the terminal output that follows them.
+fn read_loop(fd: OwnedFd, (records, _writer): (OwnedFd, OwnedFd), stop: OwnedFd, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut record_buf = [0u8; 1024];
     loop {
         let mut fds = [
             libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: records.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
-        // SAFETY: fds is a live array of two pollfd.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // SAFETY: fds is a live array of three pollfd.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
         if r < 0 {
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;
@@ -859,12 +943,17 @@ fn read_loop(fd: OwnedFd, stop: OwnedFd, shared: Arc<Shared>) {
         if fds[1].revents != 0 {
             break;
         }
+        if fds[2].revents != 0 {
+            drain_records(&records, &mut record_buf, &shared);
+        }
         if fds[0].revents == 0 {
             continue;
         }
         // SAFETY: reads into a live buffer of the given length from an open descriptor.
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n > 0 {
+            // A marker in this output was printed after its record was written: read it first.
+            drain_records(&records, &mut record_buf, &shared);
             shared.tty.lock().transcript.feed(&buf[..n as usize]);
             shared.notify.notify_waiters();
             continue;
@@ -878,6 +967,25 @@ fn read_loop(fd: OwnedFd, stop: OwnedFd, shared: Arc<Shared>) {
     }
     shared.tty.lock().eof = true;
     shared.notify.notify_waiters();
+}
+
+/// Reads all the records written so far.
+fn drain_records(records: &OwnedFd, buf: &mut [u8], shared: &Shared) {
+    let fd = records;
+    loop {
+        // SAFETY: reads into a live buffer of the given length from an open, non-blocking fd.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            shared.tty.lock().transcript.record(&buf[..n as usize]);
+            continue;
+        }
+        let err = std::io::Error::last_os_error();
+        if n < 0 && err.kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        // Nothing more for now (the reader's own writing end keeps it from an end of file).
+        return;
+    }
 }
 
 /// Echo off, so that what is typed (commands, input) never shows in the output; Ctrl-C on;
@@ -961,21 +1069,28 @@ pub(crate) fn nonce() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The shell's set-up, typed once: the marker function, no prompt, no history, no pagers.
-fn init_line(nonce: &str) -> String {
+/// The shell's set-up, typed once: its record pipe, the report function, no prompt, no
+/// history, no pagers.
+fn init_line(nonce: &str, records: &Path) -> String {
+    let records = records.display().to_string().replace('\'', "'\\''");
     [
-        // The marker: `$?` and `$PWD` after each command, tagged with the command's nonce.
+        // The record pipe, on a descriptor of the shell's own (commands run without it).
+        &format!("exec {{__af_fd}}>'{records}'; readonly __af_fd SRANDOM") as &str,
+        // The report, after each command: the record (the command's nonce, a token drawn now,
+        // `$?` and `$PWD`) to the pipe, then the marker with the token on the terminal.
         &format!(
-            "__af_p() {{ __af_rc=$?; PS1=''; PS0=''; builtin printf '\\033]{MARKER_OSC};%s;%s;%s\\007' \
-             \"$__af_n\" \"$__af_rc\" \"$PWD\"; }}"
-        ) as &str,
+            "__af_p() {{ __af_rc=$?; PS1=''; PS0=''; local t=$SRANDOM$SRANDOM; \
+             builtin printf '%s;%s;%s;%s\\0' \"$__af_n\" \"$t\" \"$__af_rc\" \"$PWD\" >&\"$__af_fd\"; \
+             builtin printf '\\033]{MARKER_OSC};%s\\007' \"$t\"; }}"
+        ),
         // Restores `$?` for the next command.
         "__af_r() { return \"$1\"; }",
+        "readonly -f __af_p __af_r",
         // Pagers run by hand print instead.
         "less() { local a f=(); for a; do [[ $a == [-+]?* ]] || f+=(\"$a\"); done; command cat -- \"${f[@]}\"; }",
         "more() { less \"$@\"; }",
         "PS1=''; PS2=''; PS0=''; set +o history +H; unset HISTFILE MAILCHECK",
-        &format!("__af_n={nonce}; __af_rc=0; PROMPT_COMMAND=__af_p\n"),
+        &format!("__af_n={nonce}; __af_rc=0; readonly PROMPT_COMMAND=__af_p\n"),
     ]
     .join("; ")
 }
@@ -999,18 +1114,18 @@ fn inline_line(nonce: &str, command: &str) -> Option<String> {
     if quoted.len() > INLINE_MAX {
         return None;
     }
-    Some(format!("{} eval $'{quoted}'\n", prologue(nonce)))
+    Some(format!("{} eval $'{quoted}' {{__af_fd}}>&-\n", prologue(nonce)))
 }
 
 /// The line that runs a command saved in `path`.
 fn source_line(nonce: &str, path: &Path) -> String {
     let path = path.display().to_string().replace('\'', "'\\''");
-    format!("{} . '{path}'\n", prologue(nonce))
+    format!("{} . '{path}' {{__af_fd}}>&-\n", prologue(nonce))
 }
 
-/// Sets the nonce, re-asserts the marker and restores `$?` before the command.
+/// Sets the nonce and restores `$?` before the command.
 fn prologue(nonce: &str) -> String {
-    format!("__af_n={nonce}; PROMPT_COMMAND=__af_p; __af_r \"$__af_rc\";")
+    format!("__af_n={nonce}; __af_r \"$__af_rc\";")
 }
 
 #[cfg(test)]
@@ -1028,7 +1143,7 @@ mod tests {
     fn quoting_round_trips_through_bash() {
         let command = "printf '%s|' \"a\\\\b\" 'it'\"'\"'s' $'tab\\there' é€😀\necho done\t\x01";
         let line = inline_line("n", command).unwrap();
-        let eval = line.split_once(" eval ").unwrap().1.trim_end();
+        let eval = line.split_once(" eval ").unwrap().1.trim_end().trim_end_matches(" {__af_fd}>&-");
         // bash decodes the $'…' word back into the command.
         let out = std::process::Command::new("bash")
             .args(["-c", &format!("printf %s {eval}")])

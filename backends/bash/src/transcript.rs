@@ -1,14 +1,25 @@
 //! What a terminal showed, as text an agent can read: the [`Transcript`] of one shell.
 //!
 //! It owns the byte-level work on the PTY's output: terminal escape sequences are removed (and
-//! the end-of-command marker, an OSC sequence carrying a per-command nonce, is recognised among
-//! them), UTF-8 is decoded across chunk boundaries (invalid bytes become U+FFFD), carriage-return
+//! the end-of-command marker is recognised among them), UTF-8 is decoded across chunk boundaries (invalid bytes become U+FFFD), carriage-return
 //! and backspace rewrites of a line are applied, and output beyond the limit keeps its head and
 //! its tail with a line saying how much was left out, in memory bounded by the limit whatever is
 //! fed. It knows nothing of processes, threads or time: `shell.rs` feeds it and reads it.
+//!
+//! A command's end is told in two parts, so that the command cannot forge it. The shell writes a
+//! *record*, `<nonce>;<token>;<status>;<cwd>` and a NUL, to a pipe that only the shell holds
+//! (fed here by [`Transcript::record`]); then it prints the *marker* `ESC ] 697 ; <token> BEL` on
+//! the terminal, which says where the command's output ends. The token is drawn by the shell
+//! after the command has ended, so a marker is believed only when a record carrying its token
+//! came first; the record's nonce says which command it ends.
 
-/// OSC number of the end-of-command marker: `ESC ] 697 ; <nonce> ; <status> ; <cwd> BEL`.
+/// OSC number of the end-of-command marker: `ESC ] 697 ; <token> BEL`.
 pub(crate) const MARKER_OSC: &str = "697";
+
+/// Records kept awaiting their marker; older ones are dropped.
+const MAX_RECORDS: usize = 16;
+/// Longest record kept (a path is at most 4096 bytes); a longer one is dropped.
+const MAX_RECORD: usize = 8192;
 
 /// Longest line kept editable; a longer one is committed as it is (no more CR rewrites of it).
 const MAX_LINE_CHARS: usize = 4096;
@@ -26,6 +37,27 @@ pub(crate) struct Finished {
     pub status: i32,
     /// The shell's `$PWD` after it.
     pub cwd: String,
+}
+
+/// The shell's account of a command's end, awaiting its marker on the terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    nonce: String,
+    token: String,
+    status: i32,
+    cwd: String,
+}
+
+impl Record {
+    fn parse(bytes: &[u8]) -> Option<Record> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut parts = text.splitn(4, ';');
+        let nonce = parts.next()?.to_owned();
+        let token = parts.next()?.to_owned();
+        let status = parts.next()?.trim().parse().ok()?;
+        let cwd = parts.next()?.to_owned();
+        (!token.is_empty()).then_some(Record { nonce, token, status, cwd })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,8 +178,12 @@ pub(crate) struct Transcript {
     utf8: [u8; 4],
     utf8_len: usize,
     utf8_need: usize,
-    /// `697;<nonce>;`: the payload prefix of the marker being waited for.
-    expected: Option<Vec<u8>>,
+    /// The nonce of the command being waited for.
+    expected: Option<String>,
+    /// Records whose marker has not come yet, oldest first.
+    records: std::collections::VecDeque<Record>,
+    /// The part of a record read so far.
+    partial_record: Vec<u8>,
     finished: Option<Finished>,
     /// Bytes fed in all; lets a waiter see that output arrived.
     fed: u64,
@@ -169,6 +205,8 @@ impl Transcript {
             utf8_len: 0,
             utf8_need: 0,
             expected: None,
+            records: std::collections::VecDeque::new(),
+            partial_record: Vec::new(),
             finished: None,
             fed: 0,
             scratch: String::new(),
@@ -181,13 +219,40 @@ impl Transcript {
         self.line.clear();
         self.col = 0;
         self.finished = None;
-        self.expected = Some(format!("{MARKER_OSC};{nonce};").into_bytes());
+        self.expected = Some(nonce.to_owned());
     }
 
     /// Waits for the marker carrying `nonce` instead, keeping the output so far.
     pub(crate) fn expect(&mut self, nonce: &str) {
         self.finished = None;
-        self.expected = Some(format!("{MARKER_OSC};{nonce};").into_bytes());
+        self.expected = Some(nonce.to_owned());
+    }
+
+    /// Feeds what the shell wrote to its record pipe: records, each ended by a NUL. Must be
+    /// fed all that was written before the terminal output fed next.
+    pub(crate) fn record(&mut self, bytes: &[u8]) {
+        for piece in bytes.split_inclusive(|&b| b == 0) {
+            let (body, ended) = match piece.split_last() {
+                Some((0, body)) => (body, true),
+                _ => (piece, false),
+            };
+            if self.partial_record.len() + body.len() <= MAX_RECORD {
+                self.partial_record.extend_from_slice(body);
+            } else {
+                // Too long: dropped, up to its end.
+                self.partial_record.clear();
+                self.partial_record.push(0xff);
+            }
+            if ended {
+                if let Some(record) = Record::parse(&self.partial_record) {
+                    if self.records.len() == MAX_RECORDS {
+                        self.records.pop_front();
+                    }
+                    self.records.push_back(record);
+                }
+                self.partial_record.clear();
+            }
+        }
     }
 
     /// Bytes fed so far.
@@ -434,15 +499,20 @@ impl Transcript {
         if !was_osc {
             return;
         }
-        let Some(prefix) = &self.expected else { return };
-        if self.finished.is_some() || !self.seq.starts_with(prefix) {
+        let Some(token) = self.seq.strip_prefix(MARKER_OSC.as_bytes()).and_then(|s| s.strip_prefix(b";")) else {
+            return;
+        };
+        // A marker without its record was printed by someone else: it is output like any other
+        // escape sequence, dropped.
+        let Some(at) = self.records.iter().position(|r| r.token.as_bytes() == token) else { return };
+        let record = self.records.remove(at).expect("found");
+        // Records before it belong to markers that will never come.
+        self.records.drain(..at);
+        if self.finished.is_some() || self.expected.as_deref() != Some(record.nonce.as_str()) {
             return;
         }
-        let rest = String::from_utf8_lossy(&self.seq[prefix.len()..]).into_owned();
-        let (status, cwd) = rest.split_once(';').unwrap_or((rest.as_str(), ""));
-        let status = status.trim().parse::<i32>().unwrap_or(-1);
         let (text, truncated) = self.take_output();
-        self.finished = Some(Finished { text, truncated, status, cwd: cwd.to_owned() });
+        self.finished = Some(Finished { text, truncated, status: record.status, cwd: record.cwd });
     }
 
     /// Whether no output is pending.
@@ -462,8 +532,11 @@ impl Transcript {
 mod tests {
     use super::*;
 
-    fn marker(nonce: &str, status: i32, cwd: &str) -> Vec<u8> {
-        format!("\x1b]{MARKER_OSC};{nonce};{status};{cwd}\x07").into_bytes()
+    /// The shell's end of a command: its record, then its marker (returned).
+    fn end(t: &mut Transcript, nonce: &str, status: i32, cwd: &str) -> Vec<u8> {
+        let token = format!("t{}", t.fed());
+        t.record(format!("{nonce};{token};{status};{cwd}\0").as_bytes());
+        format!("\x1b]{MARKER_OSC};{token}\x07").into_bytes()
     }
 
     fn run(limit: usize, chunks: &[&[u8]]) -> Finished {
@@ -472,7 +545,8 @@ mod tests {
         for c in chunks {
             t.feed(c);
         }
-        t.feed(&marker("n1", 0, "/"));
+        let m = end(&mut t, "n1", 0, "/");
+        t.feed(&m);
         t.take_finished().expect("the marker ends the command")
     }
 
@@ -496,10 +570,11 @@ mod tests {
     fn marker_needs_the_nonce() {
         let mut t = Transcript::new(1 << 20);
         t.begin("right");
-        t.feed(&marker("wrong", 0, "/"));
+        let m = end(&mut t, "wrong", 0, "/");
+        t.feed(&m);
         t.feed(b"still running\n");
         assert!(!t.is_finished());
-        let m = marker("right", 3, "/tmp/a;b");
+        let m = end(&mut t, "right", 3, "/tmp/a;b");
         let (a, b) = m.split_at(7);
         t.feed(a);
         assert!(!t.is_finished());
@@ -507,8 +582,30 @@ mod tests {
         let f = t.take_finished().unwrap();
         assert_eq!((f.text.as_str(), f.status, f.cwd.as_str()), ("still running\n", 3, "/tmp/a;b"));
         // Once taken, the same marker again is nothing.
-        t.feed(&marker("right", 0, "/"));
+        t.feed(&m);
         assert!(!t.is_finished());
+    }
+
+    #[test]
+    fn a_marker_without_its_record_is_output() {
+        let mut t = Transcript::new(1 << 20);
+        t.begin("n");
+        // What a command can print: any token, any text; no record carries it.
+        t.feed(format!("\x1b]{MARKER_OSC};guess\x07\x1b]{MARKER_OSC};n;0;/fake\x07").as_bytes());
+        t.feed(b"more\n");
+        assert!(!t.is_finished());
+        // Records split across reads, one too long, one garbled: only whole good ones count.
+        t.record(b"n;tok;7;/re");
+        t.record(&[b'x'; MAX_RECORD + 10]);
+        t.record(b"al\0n;;1;/\0");
+        t.record(&[b'y'; MAX_RECORD + 10]);
+        t.record(b"\0");
+        t.feed(format!("\x1b]{MARKER_OSC};tok\x07").as_bytes());
+        assert!(!t.is_finished(), "the record was cut by the long one");
+        t.record(b"n;tok2;7;/real\0");
+        t.feed(format!("\x1b]{MARKER_OSC};tok2\x07").as_bytes());
+        let f = t.take_finished().unwrap();
+        assert_eq!((f.text.as_str(), f.status, f.cwd.as_str()), ("more\n", 7, "/real"));
     }
 
     #[test]
@@ -528,7 +625,8 @@ mod tests {
             t.feed(chunk.as_bytes());
             max_held = max_held.max(t.held_bytes());
         }
-        t.feed(&marker("n", 0, "/"));
+        let m = end(&mut t, "n", 0, "/");
+        t.feed(&m);
         let f = t.take_finished().unwrap();
         assert!(f.truncated);
         assert!(max_held < 48 * 1024, "held {max_held} bytes");
@@ -545,7 +643,8 @@ mod tests {
         let mut t = Transcript::new(100);
         t.begin("n");
         t.feed("é".repeat(1000).as_bytes());
-        t.feed(&marker("n", 0, "/"));
+        let m = end(&mut t, "n", 0, "/");
+        t.feed(&m);
         let f = t.take_finished().unwrap();
         assert!(f.truncated);
         assert!(!f.text.contains('\u{FFFD}'));
