@@ -22,7 +22,8 @@ use tokio::sync::{watch, Notify};
 use crate::backend::{Backend, CallContext, Scope, SessionState};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    new_trace_id, rfc3339, BatchAction, BatchRequest, CreateSessionRequest, Envelope, ExecuteRequest, Meta,
+    check_worker_id, new_trace_id, rfc3339, BatchAction, BatchRequest, CreateSessionRequest, Envelope, ExecuteRequest,
+    Meta,
 };
 use crate::session::{Session, Status, Table};
 use crate::tool::ToolSpec;
@@ -68,6 +69,8 @@ struct Inner {
     /// Short names, to every tool index that has it.
     short: HashMap<String, Vec<usize>>,
     sessions: RwLock<Table>,
+    /// Temporary sessions of calls running now, by worker, so that destroy finds them.
+    temporaries: Mutex<HashMap<String, Vec<Arc<Session>>>>,
     live_sessions: AtomicUsize,
     next_session: AtomicU64,
     ttl: Duration,
@@ -193,6 +196,7 @@ impl Builder {
             aliases,
             short,
             sessions: RwLock::new(Table::default()),
+            temporaries: Mutex::new(HashMap::new()),
             live_sessions: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
             ttl,
@@ -260,31 +264,58 @@ impl Drop for InFlight<'_> {
 }
 
 /// A temporary session's state, destroyed when the call ends, whatever the outcome (even if the
-/// call's future is dropped half-way).
+/// call's future is dropped half-way). Listed with the worker's temporaries meanwhile, so that
+/// destroying the worker's session of its type abandons the call.
 struct Temporary {
     engine: Engine,
-    slot: usize,
+    session: Arc<Session>,
     state: Option<SessionState>,
 }
 
 impl Temporary {
-    async fn finish(mut self) {
-        if let Some(state) = self.state.take() {
-            self.engine.destroy_state(self.slot, state).await;
+    fn new(engine: &Engine, session: Session) -> Self {
+        let session = Arc::new(session);
+        engine.inner.temporaries.lock().entry(session.worker.clone()).or_default().push(session.clone());
+        Temporary { engine: engine.clone(), session, state: None }
+    }
+
+    fn unlist(&self) {
+        let mut all = self.engine.inner.temporaries.lock();
+        if let Some(list) = all.get_mut(&self.session.worker) {
+            list.retain(|s| !Arc::ptr_eq(s, &self.session));
+            if list.is_empty() {
+                all.remove(&self.session.worker);
+            }
         }
+    }
+
+    async fn finish(mut self) {
+        self.unlist();
+        if let Some(state) = self.state.take() {
+            self.engine.destroy_state(self.session.backend, state).await;
+        }
+        self.session.settle(Status::Gone);
     }
 }
 
 impl Drop for Temporary {
     fn drop(&mut self) {
-        if let Some(state) = self.state.take() {
-            let engine = self.engine.clone();
-            let slot = self.slot;
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { engine.destroy_state(slot, state).await });
-            } else {
-                engine.inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
+        self.unlist();
+        let session = self.session.clone();
+        match self.state.take() {
+            Some(state) => {
+                let engine = self.engine.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        engine.destroy_state(session.backend, state).await;
+                        session.settle(Status::Gone);
+                    });
+                } else {
+                    engine.inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
+                    session.settle(Status::Gone);
+                }
             }
+            None => session.settle(Status::Gone),
         }
     }
 }
@@ -395,6 +426,7 @@ impl Engine {
         timeout: Option<f64>,
         meta: &mut Meta,
     ) -> Result<Value> {
+        check_worker_id(worker)?;
         let tool_index = match self.resolve(action) {
             Ok(i) => i,
             Err(e) => {
@@ -418,7 +450,7 @@ impl Engine {
 
         if slot.scope == Scope::Shared {
             let ctx = CallContext { worker_id: worker, session_id: None, timeout };
-            return self.guarded(slot.backend.call(name, params, None, &ctx), deadline, name).await;
+            return self.guarded(slot.backend.call(name, params, None, &ctx), deadline, name, None).await;
         }
 
         let existing = inner.sessions.read().get(worker, &slot.name).cloned();
@@ -431,8 +463,8 @@ impl Engine {
                     Error::SessionBusy(format!("session {} is busy: the call waited past its timeout", session.id))
                 })?,
             };
-            let Some(state) = guard.as_mut() else {
-                return Err(Error::Session(format!("session {} was destroyed", session.id)));
+            let Some(state) = guard.as_mut().filter(|_| !session.is_destroyed()) else {
+                return Err(Error::Destroyed(session.id.clone()));
             };
             session.touch(inner.ttl);
             let ctx = CallContext {
@@ -440,14 +472,15 @@ impl Engine {
                 session_id: Some(&session.id),
                 timeout: deadline.map(|d| d.saturating_duration_since(Instant::now())),
             };
-            let result = self.guarded(slot.backend.call(name, params, Some(state), &ctx), deadline, name).await;
+            let result =
+                self.guarded(slot.backend.call(name, params, Some(state), &ctx), deadline, name, Some(&session)).await;
             session.touch(inner.ttl);
             return result;
         }
 
         if tool.spec.sessionless {
             let ctx = CallContext { worker_id: worker, session_id: None, timeout };
-            return self.guarded(slot.backend.call(name, params, None, &ctx), deadline, name).await;
+            return self.guarded(slot.backend.call(name, params, None, &ctx), deadline, name, None).await;
         }
 
         // No session: a temporary one for this call only.
@@ -455,7 +488,9 @@ impl Engine {
         let id = self.session_id(&slot.name, worker);
         meta.session_id = Some(id.clone());
         meta.temporary_session = true;
-        let mut temp = Temporary { engine: self.clone(), slot: tool.slot, state: None };
+        let mut temp =
+            Temporary::new(self, Session::new(id.clone(), id.clone(), worker, &slot.name, tool.slot, inner.ttl));
+        temp.session.settle(Status::Active);
         let created = catching(slot.backend.create_session(&Map::new()), "session creation").await;
         let state = match created {
             Ok(s) => temp.state.insert(s),
@@ -464,23 +499,31 @@ impl Engine {
                 return Err(e);
             }
         };
+        if temp.session.is_destroyed() {
+            temp.finish().await;
+            return Err(Error::Destroyed(id));
+        }
         let ctx = CallContext {
             worker_id: worker,
             session_id: Some(&id),
             timeout: deadline.map(|d| d.saturating_duration_since(Instant::now())),
         };
-        let result = self.guarded(slot.backend.call(name, params, Some(state), &ctx), deadline, name).await;
+        let session = temp.session.clone();
+        let result =
+            self.guarded(slot.backend.call(name, params, Some(state), &ctx), deadline, name, Some(&session)).await;
         temp.finish().await;
         result
     }
 
     /// Runs a backend future with panics caught, the caller's deadline (plus a grace for the
-    /// backend to report its own timeout) and cancellation by a forced shutdown.
+    /// backend to report its own timeout), cancellation by a forced shutdown, and abandoned
+    /// when `session` is destroyed (the future is dropped: the backend then releases the state).
     async fn guarded<'a>(
         &self,
         fut: Pin<Box<dyn Future<Output = Result<Value>> + Send + 'a>>,
         deadline: Option<Instant>,
         tool: &str,
+        session: Option<&Session>,
     ) -> Result<Value> {
         let mut cancel = self.inner.cancel.subscribe();
         let call = catching(fut, tool);
@@ -492,10 +535,17 @@ impl Engine {
                 }),
             }
         };
+        let destroyed = async {
+            match session {
+                Some(s) => s.destroyed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             r = bounded => r,
             _ = cancel.wait_for(|c| *c) => Err(Error::ShuttingDown),
+            _ = destroyed => Err(Error::Destroyed(session.map(|s| s.id.clone()).unwrap_or_default())),
         }
     }
 
@@ -526,6 +576,9 @@ impl Engine {
     /// Runs a batch (PROTOCOL.md §3): in order, or in parallel with same-session actions still
     /// in order.
     pub async fn execute_batch(&self, req: BatchRequest) -> Envelope {
+        if let Err(e) = check_worker_id(&req.worker_id) {
+            return Envelope::error(&e).traced(req.trace_id);
+        }
         let start = Instant::now();
         let total = req.actions.len();
         let call = |a: BatchAction| ExecuteRequest {
@@ -669,6 +722,7 @@ impl Engine {
         }
         self.ensure_warm(slot_index).await?;
         let worker = req.worker_id.as_str();
+        check_worker_id(worker)?;
         let (session, guard) = {
             let mut table = self.inner.sessions.write();
             match table.get(worker, &slot.name) {
@@ -723,12 +777,21 @@ impl Engine {
     pub async fn destroy_session(&self, worker_id: &str, resource_type: &str) -> Envelope {
         let start = Instant::now();
         let result = async {
+            check_worker_id(worker_id)?;
             self.slot_of(resource_type)?;
             let session = self.inner.sessions.read().get(worker_id, resource_type).cloned();
-            let session = session
-                .ok_or_else(|| Error::Session(format!("worker '{worker_id}' has no '{resource_type}' session")))?;
-            self.destroy(&session).await;
-            Ok(json!({"session_id": session.id, "resource_type": session.resource}))
+            if let Some(session) = session {
+                self.destroy(&session).await;
+                return Ok(json!({"session_id": session.id, "resource_type": session.resource}));
+            }
+            // Only temporary sessions, of calls running now: they are abandoned.
+            let temporaries = self.temporaries(worker_id, Some(resource_type));
+            let Some(first) = temporaries.first() else {
+                return Err(Error::Session(format!("worker '{worker_id}' has no '{resource_type}' session")));
+            };
+            let id = first.id.clone();
+            self.destroy_temporaries(temporaries).await;
+            Ok(json!({"session_id": id, "resource_type": resource_type, "temporary": true}))
         }
         .await;
         self.session_envelope(result, start, resource_type)
@@ -745,18 +808,43 @@ impl Engine {
 
     /// Destroys every session of a worker (its disconnect); answers `sessions_cleaned`.
     pub async fn destroy_worker(&self, worker_id: &str) -> Envelope {
+        if let Err(e) = check_worker_id(worker_id) {
+            return Envelope::error(&e).traced(None);
+        }
         let sessions = self.inner.sessions.read().worker(worker_id);
         for s in &sessions {
             self.destroy(s).await;
         }
-        Envelope::ok(json!({"worker_id": worker_id, "sessions_cleaned": sessions.len()})).traced(None)
+        let temporaries = self.temporaries(worker_id, None);
+        let cleaned = sessions.len() + temporaries.len();
+        self.destroy_temporaries(temporaries).await;
+        Envelope::ok(json!({"worker_id": worker_id, "sessions_cleaned": cleaned})).traced(None)
     }
 
-    /// Removes a session from the table and releases it once its running call (if any) ends.
+    /// Removes a session from the table, abandons the call running in it (and those waiting),
+    /// and releases it.
     async fn destroy(&self, session: &Arc<Session>) {
         if self.inner.sessions.write().remove_exact(session) {
+            session.mark_destroyed();
             let guard = session.state.clone().lock_owned().await;
             self.release(session, guard).await;
+        }
+    }
+
+    /// The temporary sessions of a worker's running calls (of one resource type, or all).
+    fn temporaries(&self, worker: &str, resource: Option<&str>) -> Vec<Arc<Session>> {
+        let all = self.inner.temporaries.lock();
+        let list = all.get(worker).map(Vec::as_slice).unwrap_or_default();
+        list.iter().filter(|s| resource.is_none_or(|r| s.resource == r)).cloned().collect()
+    }
+
+    /// Abandons the calls of temporary sessions and waits until each is released.
+    async fn destroy_temporaries(&self, sessions: Vec<Arc<Session>>) {
+        for s in &sessions {
+            s.mark_destroyed();
+        }
+        for s in &sessions {
+            s.gone().await;
         }
     }
 
@@ -785,6 +873,9 @@ impl Engine {
 
     /// A worker's sessions.
     pub async fn list_sessions(&self, worker_id: &str) -> Envelope {
+        if let Err(e) = check_worker_id(worker_id) {
+            return Envelope::error(&e).traced(None);
+        }
         let sessions: Vec<Value> = self.inner.sessions.read().worker(worker_id).iter().map(|s| s.describe()).collect();
         Envelope::ok(json!({"sessions": sessions, "worker_id": worker_id, "total": sessions.len()})).traced(None)
     }
@@ -792,6 +883,7 @@ impl Engine {
     /// Extends a worker's session of `resource_type` (or all of its sessions) to now + TTL.
     pub async fn refresh_sessions(&self, worker_id: &str, resource_type: Option<&str>) -> Envelope {
         let result = (|| {
+            check_worker_id(worker_id)?;
             let sessions = match resource_type {
                 Some(r) => {
                     self.slot_of(r)?;
@@ -895,6 +987,9 @@ impl Engine {
 
     /// A worker's state: its sessions and what tools exist.
     pub fn status(&self, worker_id: &str) -> Envelope {
+        if let Err(e) = check_worker_id(worker_id) {
+            return Envelope::error(&e).traced(None);
+        }
         let sessions = self.inner.sessions.read().worker(worker_id);
         let mut by_type = Map::new();
         for s in &sessions {

@@ -67,6 +67,10 @@ pub enum Error {
     /// still running in it. Same code as [`Error::Session`]; HTTP answers 409 rather than 404.
     #[error("{0}")]
     SessionBusy(String),
+    /// The session was destroyed while the call ran in it (or waited for it): the call was
+    /// abandoned. Same code as [`Error::Session`]; `data.destroyed` is true, HTTP answers 410.
+    #[error("session {0} was destroyed during the call")]
+    Destroyed(String),
     /// No session of this worker.
     #[error("worker not found: {0}")]
     WorkerNotFound(String),
@@ -144,7 +148,7 @@ impl Error {
         match self {
             Error::ToolNotFound(_) | Error::AmbiguousTool { .. } => code::TOOL_NOT_FOUND,
             Error::Param { .. } => code::PARAM,
-            Error::Session(_) | Error::SessionBusy(_) => code::SESSION,
+            Error::Session(_) | Error::SessionBusy(_) | Error::Destroyed(_) => code::SESSION,
             Error::WorkerNotFound(_) => code::WORKER_NOT_FOUND,
             Error::ResourceNotFound(_) => code::RESOURCE_NOT_FOUND,
             Error::NotPermitted(_) | Error::Policy { .. } => code::NOT_PERMITTED,
@@ -166,6 +170,7 @@ impl Error {
             Error::Policy { field, reason } => json!({ "field": field, "reason": reason, "policy": true }),
             Error::Backend { data, .. } | Error::Timeout { data, .. } => data.clone(),
             Error::SessionBusy(_) => json!({ "busy": true }),
+            Error::Destroyed(id) => json!({ "destroyed": true, "session_id": id }),
             _ => Value::Null,
         }
     }

@@ -80,6 +80,27 @@ impl Envelope {
     }
 }
 
+/// Longest worker id, in bytes.
+pub const MAX_WORKER_ID: usize = 128;
+
+/// Checks a worker id: 1 to [`MAX_WORKER_ID`] bytes of letters, digits and `-_.:@+=,~#`, and
+/// no `..`. It names sessions and their directories, and shows in logs and headers: nothing that
+/// could be a path, a line break or a control character gets in. A 1002 naming `worker_id`.
+pub fn check_worker_id(id: &str) -> Result<(), Error> {
+    let reason = if id.is_empty() {
+        "must not be empty".to_owned()
+    } else if id.len() > MAX_WORKER_ID {
+        format!("is {} bytes long; at most {MAX_WORKER_ID}", id.len())
+    } else if let Some(c) = id.chars().find(|&c| !(c.is_alphanumeric() || "-_.:@+=,~#".contains(c))) {
+        format!("{c:?} is not allowed: use letters, digits and -_.:@+=,~#")
+    } else if id.contains("..") {
+        "must not contain '..'".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(Error::param("worker_id", reason))
+}
+
 fn default_params() -> Value {
     Value::Object(Map::new())
 }
@@ -261,6 +282,19 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_738_663_200)), "2025-02-04T10:00:00Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn worker_ids_are_bounded_and_printable() {
+        for ok in ["w", "my_worker", "sandbox_xxx", "runner-3@host.example:8080", "é-worker", &"a".repeat(128)] {
+            assert!(check_worker_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b", "..", "a..b", "a\0b", "a\r\nX-Evil: 1", "a b", "a\u{202e}b", &"a".repeat(129)] {
+            match check_worker_id(bad) {
+                Err(Error::Param { field, .. }) => assert_eq!(field, "worker_id"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! A session is one backend state owned by one worker for one resource type. Its state sits behind
 //! a FIFO async mutex, so calls on one session run one at a time in arrival order while calls on
-//! different sessions run in parallel. This module keeps the bookkeeping (ids, times, the table);
-//! what the state is and how it is made or released is the backend's, and when it is released is
-//! the engine's.
+//! different sessions run in parallel. A session also carries a signal raised when it is
+//! destroyed, which the call running in it races, so that destroy does not wait for the call.
+//! This module keeps the bookkeeping (ids, times, the table); what the state is and how it is
+//! made or released is the backend's, and when it is released is the engine's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub(crate) struct Session {
     times: Mutex<Times>,
     status: Mutex<Status>,
     settled: Notify,
+    /// Raised once, when the session is destroyed: its running call is abandoned.
+    destroyed: tokio::sync::watch::Sender<bool>,
     /// The backend's state; `None` once destroyed or if creation failed.
     pub state: Arc<tokio::sync::Mutex<Option<SessionState>>>,
 }
@@ -60,6 +63,7 @@ impl Session {
             times: Mutex::new(Times { last_activity: SystemTime::now(), expires: Instant::now() + ttl }),
             status: Mutex::new(Status::Creating),
             settled: Notify::new(),
+            destroyed: tokio::sync::watch::Sender::new(false),
             state: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
@@ -91,6 +95,33 @@ impl Session {
     pub fn settle(&self, status: Status) {
         *self.status.lock() = status;
         self.settled.notify_waiters();
+    }
+
+    /// Raises the destroyed signal: the call running in the session is abandoned, and calls
+    /// waiting for it do not start.
+    pub fn mark_destroyed(&self) {
+        self.destroyed.send_replace(true);
+    }
+
+    pub fn is_destroyed(&self) -> bool {
+        *self.destroyed.borrow()
+    }
+
+    /// Resolves once the session is destroyed.
+    pub async fn destroyed(&self) {
+        let mut rx = self.destroyed.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Waits until the session is gone (its state released).
+    pub async fn gone(&self) {
+        loop {
+            let notified = self.settled.notified();
+            if self.status() == Status::Gone {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until creation has succeeded or failed; true when the session is active.

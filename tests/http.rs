@@ -198,6 +198,40 @@ async fn a_wrong_method_on_a_known_path_is_405_with_an_envelope() {
     }
 }
 
+#[tokio::test]
+async fn a_worker_id_that_could_be_a_path_or_a_header_is_refused_everywhere() {
+    let engine = engine();
+    let app = router(engine.clone());
+    let long = "w".repeat(100_000);
+    for bad in ["a\0b", "a\r\nX-Injected: 1", "../../etc", "a/b", long.as_str()] {
+        for (uri, body) in [
+            ("/execute", json!({"worker_id": bad, "action": "mem:echo", "params": {"value": 1}})),
+            ("/execute/batch", json!({"worker_id": bad, "actions": [{"action": "mem:echo", "params": {"value": 1}}]})),
+            ("/session/create", json!({"worker_id": bad, "resource_type": "mem"})),
+            ("/session/destroy", json!({"worker_id": bad, "resource_type": "mem"})),
+            ("/session/list", json!({"worker_id": bad})),
+            ("/session/refresh", json!({"worker_id": bad})),
+            ("/api/v1/lifecycle/heartbeat", json!({"worker_id": bad})),
+            ("/api/v1/worker/disconnect", json!({"worker_id": bad})),
+        ] {
+            let (status, v) = post(&app, uri, body).await;
+            let shown: String = bad.chars().take(12).collect();
+            assert_eq!((status, v["code"].as_u64()), (StatusCode::BAD_REQUEST, Some(1002)), "{uri} {shown:?}: {v}");
+            assert_eq!(v["data"]["field"], "worker_id", "{uri} {shown:?}: {v}");
+            // Never echoed back.
+            assert!(!v.to_string().contains(&long[..200]), "{uri}: the long id came back");
+        }
+    }
+    // Nothing was made for any of them; a good id works.
+    assert_eq!(engine.overview()["live_sessions"], 0, "{}", engine.overview());
+    let (status, v) =
+        post(&app, "/session/create", json!({"worker_id": "runner-3@host:1", "resource_type": "mem"})).await;
+    assert_eq!((status, v["code"].as_u64()), (StatusCode::OK, Some(0)), "{v}");
+    // The same holds in-process.
+    let e = engine.execute("a/../b", "mem:echo", json!({"value": 1})).await;
+    assert_eq!((e.code, e.data["field"].as_str()), (1002, Some("worker_id")));
+}
+
 /// One request over a real socket, `Connection: close`; returns status and body.
 async fn raw(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -193,6 +193,7 @@ async fn a_session_cannot_loosen_the_operators_jail() {
         json!({"work_root": "/"}),
         json!({"uid_first": 1}),
         json!({"env": {"LD_PRELOAD": "/tmp/x.so"}}),
+        json!({"max_output_bytes": 1u64 << 30}),
     ];
     for (i, attempt) in attempts.iter().enumerate() {
         let e = create_session(&engine, &format!("w{i}"), "bash", attempt.clone()).await;
@@ -228,6 +229,12 @@ async fn a_session_cannot_loosen_the_operators_jail() {
     }
     let e = create_session(&engine, "over", "bash", json!({"memory_mb": 4096})).await;
     assert_eq!((e.code, &e.data["field"]), (1006, &json!("memory_mb")), "{}", e.message);
+    engine.shutdown(false, true).await;
+    // Unjailed too, what a session may keep in memory per answer is capped.
+    let engine = operator_engine(json!({}), json!({"max_output_bytes": 1 << 20}));
+    let e = create_session(&engine, "big", "bash", json!({"max_output_bytes": 2 << 20})).await;
+    assert_eq!((e.code, &e.data["field"]), (1006, &json!("max_output_bytes")), "{}", e.message);
+    assert_eq!(create_session(&engine, "ok", "bash", json!({"max_output_bytes": 1 << 20})).await.code, 0);
     engine.shutdown(false, true).await;
     let _ = (std::fs::remove_dir_all(root), std::fs::remove_dir_all(shared));
 }
@@ -425,4 +432,68 @@ async fn a_command_cannot_forge_the_end_of_its_call() {
     }
     engine.shutdown(false, true).await;
     let _ = std::fs::remove_dir_all(root);
+}
+
+// ---- destroy ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn destroy_interrupts_the_call_running_in_the_session() {
+    let engine = Engine::builder().backend(Arc::new(BashBackend::new(Map::new()).unwrap())).build().unwrap();
+    // A named session, then a temporary one (a call with no session), each running a long
+    // command with a mark to find it by in the process table.
+    for (worker, mark, named) in [("named", "21.25", true), ("temp", "21.5", false)] {
+        if named {
+            assert_eq!(create_session(&engine, worker, "bash", json!({})).await.code, 0);
+        }
+        let call = {
+            let engine = engine.clone();
+            let command = format!("sleep {mark}; echo never");
+            tokio::spawn(async move {
+                let e = engine.execute(worker, "bash:run", json!({"command": command, "timeout": 60})).await;
+                (e, Instant::now())
+            })
+        };
+        assert!(eventually(Duration::from_secs(10), || !pids_running(mark).is_empty()).await, "{worker}");
+        let sleeper = pids_running(mark);
+        let start = Instant::now();
+        let destroyed = engine.destroy_session(worker, "bash").await;
+        let took = start.elapsed();
+        assert_eq!(destroyed.code, 0, "{worker}: {}", destroyed.message);
+        assert_eq!(destroyed.data["temporary"].as_bool(), (!named).then_some(true), "{worker}: {}", destroyed.data);
+        assert!(took < Duration::from_secs(3), "{worker}: destroy took {took:?}");
+        let (e, answered) = call.await.unwrap();
+        assert!(answered.duration_since(start) < Duration::from_secs(3), "{worker}: the call ran on");
+        assert_eq!(e.code, 1003, "{worker}: {} {}", e.message, e.data);
+        assert_eq!(e.data["destroyed"], true, "{worker}: {}", e.data);
+        assert!(e.message.contains("destroyed"), "{worker}: {}", e.message);
+        #[cfg(feature = "http")]
+        assert_eq!(agentflow_sandbox::http::status_of(&e), 410);
+        // The command is gone with its session, by the host's process table.
+        assert!(
+            eventually(Duration::from_secs(2), || sleeper.iter().all(|p| stat(*p).is_none_or(|(s, _)| s == 'Z'))).await,
+            "{worker}: the command outlived its session"
+        );
+        // The worker has no session left; a new one works.
+        assert_eq!(engine.destroy_session(worker, "bash").await.code, 1003);
+        assert_eq!(out(&engine, worker, "echo again").await, "again\n");
+    }
+    // A call queued behind the running one does not start on the destroyed session either.
+    assert_eq!(create_session(&engine, "queue", "bash", json!({})).await.code, 0);
+    let spawn = |command: &'static str| {
+        let engine = engine.clone();
+        tokio::spawn(
+            async move { engine.execute("queue", "bash:run", json!({"command": command, "timeout": 60})).await },
+        )
+    };
+    let first = spawn("sleep 21.75");
+    assert!(eventually(Duration::from_secs(10), || !pids_running("21.75").is_empty()).await);
+    let second = spawn("touch /tmp/agentflow-must-not-exist; sleep 22");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(engine.destroy_session("queue", "bash").await.code, 0);
+    for call in [first, second] {
+        let e = call.await.unwrap();
+        assert_eq!((e.code, &e.data["destroyed"]), (1003, &json!(true)), "{}", e.message);
+    }
+    assert!(!Path::new("/tmp/agentflow-must-not-exist").exists());
+    engine.shutdown(false, true).await;
 }

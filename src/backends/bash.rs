@@ -36,7 +36,9 @@
 //!
 //! The operator's config is the floor: a session may tighten a jailed default, never loosen it,
 //! unless `resources.bash.policy` opens a key (`isolation`, `network`, `writable`, `loader_env`,
-//! or a ceiling for a limit); a refusal is 1006 naming the key.
+//! or a ceiling for a limit); a refusal is 1006 naming the key. Jailed or not, a session's
+//! `max_output_bytes` is at most `resources.bash.policy.max_output_bytes` (16 MiB unless the
+//! operator says, or the operator's own default if higher): it is memory held per session.
 //!
 //! Where the machine has no pids/memory cgroup to use, the limits fall back to rlimits and
 //! [`Jail::enforcement`] says so. A missing `bwrap` is 2003 with how to install it: at warm-up
@@ -88,7 +90,13 @@ struct Policy {
     ceilings: Vec<(&'static str, u64)>,
     /// `loader_env: true`: sessions may set `LD_*` variables.
     loader_env: bool,
+    /// `max_output_bytes`: the most output a session may ask to keep per answer (held in
+    /// memory while the command runs), jailed or not.
+    max_output_bytes: Option<u64>,
 }
+
+/// The most output per answer a session may ask for when the policy does not say.
+const MAX_OUTPUT_CEILING: u64 = 16 << 20;
 
 const LIMIT_KEYS: [&str; 5] = ["memory_mb", "max_processes", "cpu_seconds", "file_size_mb", "disk_mb"];
 
@@ -121,6 +129,9 @@ impl Policy {
                 }
                 "network" => policy.network = value.as_bool().ok_or_else(|| bad("true or false"))?,
                 "loader_env" => policy.loader_env = value.as_bool().ok_or_else(|| bad("true or false"))?,
+                "max_output_bytes" => {
+                    policy.max_output_bytes = Some(value.as_u64().ok_or_else(|| bad("an integer"))?);
+                }
                 "writable" => {
                     let paths = value.as_array().ok_or_else(|| bad("a list of absolute paths"))?;
                     policy.writable = paths
@@ -133,7 +144,8 @@ impl Policy {
                     Some(l) => policy.ceilings.push((l, value.as_u64().ok_or_else(|| bad("an integer"))?)),
                     None => {
                         return Err(Error::Config(format!(
-                            "unknown policy key '{key}' (known: isolation, network, writable, loader_env, {})",
+                            "unknown policy key '{key}' (known: isolation, network, writable, loader_env, \
+                             max_output_bytes, {})",
                             LIMIT_KEYS.join(", ")
                         )))
                     }
@@ -228,6 +240,17 @@ impl BashBackend {
             }
         }
         let config = SessionConfig::parse(&merge_config(&self.defaults, asked))?;
+        let ceiling =
+            self.policy.max_output_bytes.unwrap_or(MAX_OUTPUT_CEILING).max(self.floor.shell.max_output_bytes as u64);
+        if config.shell.max_output_bytes as u64 > ceiling {
+            return Err(Error::policy(
+                "max_output_bytes",
+                format!(
+                    "{} is above the operator's ceiling {ceiling}; resources.bash.policy.max_output_bytes raises it",
+                    config.shell.max_output_bytes
+                ),
+            ));
+        }
         if let Some(floor) = &self.floor.jail {
             self.policy.check(floor, config.jail.as_ref())?;
         }

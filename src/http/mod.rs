@@ -107,6 +107,7 @@ pub fn status_of(envelope: &Envelope) -> StatusCode {
         code::TOOL_NOT_FOUND | code::WORKER_NOT_FOUND | code::RESOURCE_NOT_FOUND => StatusCode::NOT_FOUND,
         code::PARAM => StatusCode::BAD_REQUEST,
         code::SESSION if envelope.data.get("busy") == Some(&Value::Bool(true)) => StatusCode::CONFLICT,
+        code::SESSION if envelope.data.get("destroyed") == Some(&Value::Bool(true)) => StatusCode::GONE,
         code::SESSION => StatusCode::NOT_FOUND,
         code::NOT_PERMITTED if envelope.data.get("policy") == Some(&Value::Bool(true)) => StatusCode::FORBIDDEN,
         code::NOT_PERMITTED => StatusCode::UNAUTHORIZED,
@@ -173,13 +174,14 @@ fn worker(body: &str, headers: &HeaderMap) -> String {
 fn require_worker(body: &str, headers: &HeaderMap) -> Result<String, Response> {
     let w = worker(body, headers);
     if w.is_empty() {
-        Err(error_reply(
+        return Err(error_reply(
             StatusCode::BAD_REQUEST,
             Error::param("worker_id", "missing (body field or X-Worker-ID header)"),
-        ))
-    } else {
-        Ok(w)
+        ));
     }
+    // The engine checks it too; here it is checked before anything echoes it.
+    crate::protocol::check_worker_id(&w).map_err(|e| error_reply(StatusCode::BAD_REQUEST, e))?;
+    Ok(w)
 }
 
 /// Parses `true/false/True/False/1/0` (and yes/no).
