@@ -440,13 +440,13 @@ impl Engine {
         let inner = &*self.inner;
         let tool = &inner.tools[tool_index];
         let slot = &inner.slots[tool.slot];
-        meta.tool = Some(tool.spec.name.to_owned());
+        meta.tool = Some(tool.spec.name.clone());
         meta.resource_type = Some(slot.name.clone());
         tool.spec.validate(&params)?;
         let timeout = timeout_param(timeout)?.or(inner.call_timeout);
         let deadline = timeout.map(|t| Instant::now() + t);
         self.ensure_warm(tool.slot).await?;
-        let name = tool.spec.name;
+        let name = tool.spec.name.as_str();
 
         if slot.scope == Scope::Shared {
             let ctx = CallContext { worker_id: worker, session_id: None, timeout };

@@ -1,10 +1,23 @@
-//! Tool descriptions and parameter checking.
+//! Tool descriptions, parameter checking, and tools and configs declared as Rust types.
 //!
-//! A backend describes each tool's parameters once, as a list of [`Param`]; from it this module
-//! derives the JSON Schema published by `/tools` and checks a call's `params` before the tool
-//! runs, so that every missing, mistyped or out-of-range value is a 1002 naming the field. What a
+//! A tool's parameters are described once, as a list of [`Param`]; from it this module derives
+//! the JSON Schema published by `/tools` and checks a call's `params` before the tool runs, so
+//! that every missing, mistyped or out-of-range value is a 1002 naming the field. What a
 //! parameter means is left to the backend.
+//!
+//! The built-in backends do not write that list by hand: each declares its tools as one Rust
+//! enum, a variant per tool whose fields are the parameters (serde names them, doc comments
+//! describe them, `#[schemars(range(..))]` bounds them), tagged as
+//! `#[serde(tag = "tool", content = "params", rename_all = "snake_case")]`. [`tool_specs`]
+//! derives the [`ToolSpec`]s from the enum's schema (schemars), and [`parse_call`] turns a
+//! checked call into the enum, after which no string is matched again. A variant marked
+//! `#[schemars(extend("x-hidden" = true))]` is hidden, `"x-sessionless"` sessionless. Session
+//! configs go the same way ([`parse_config`]): one struct per backend, checked against its own
+//! schema (an unknown key is a 1002 naming it and listing the known ones), then deserialised.
 
+use schemars::generate::SchemaSettings;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
@@ -16,7 +29,7 @@ pub enum Kind {
     /// A string.
     String,
     /// One of a fixed set of strings.
-    Enum(&'static [&'static str]),
+    Enum(Vec<String>),
     /// An integer (a float with no fractional part is accepted).
     Integer,
     /// Any number.
@@ -27,6 +40,8 @@ pub enum Kind {
     Array(Box<Kind>),
     /// A JSON object.
     Object,
+    /// A JSON object whose values are all of the given kind (`env: {"A": "1"}`).
+    Map(Box<Kind>),
 }
 
 impl Kind {
@@ -39,6 +54,7 @@ impl Kind {
             Kind::Boolean => json!({"type": "boolean"}),
             Kind::Array(item) => json!({"type": "array", "items": item.schema()}),
             Kind::Object => json!({"type": "object"}),
+            Kind::Map(item) => json!({"type": "object", "additionalProperties": item.schema()}),
         }
     }
 
@@ -51,6 +67,7 @@ impl Kind {
             Kind::Boolean => "a boolean".into(),
             Kind::Array(item) => format!("a list of {}", plural(&item.describe())),
             Kind::Object => "an object".into(),
+            Kind::Map(item) => format!("an object of {}", plural(&item.describe())),
         }
     }
 
@@ -58,7 +75,7 @@ impl Kind {
         let ok = match (self, value) {
             (Kind::String, Value::String(_)) => true,
             (Kind::Enum(values), Value::String(s)) => {
-                if values.contains(&s.as_str()) {
+                if values.iter().any(|v| v == s) {
                     true
                 } else {
                     return Err(Error::param(field, format!("expected {}, got '{s}'", self.describe())));
@@ -76,6 +93,12 @@ impl Kind {
                 true
             }
             (Kind::Object, Value::Object(_)) => true,
+            (Kind::Map(item), Value::Object(map)) => {
+                for (k, v) in map {
+                    item.check(&format!("{field}.{k}"), v)?;
+                }
+                true
+            }
             _ => false,
         };
         if ok {
@@ -106,13 +129,13 @@ fn type_name(v: &Value) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct Param {
     /// Its name in `params`.
-    pub name: &'static str,
+    pub name: String,
     /// Its type.
     pub kind: Kind,
     /// Whether a call must give it.
     pub required: bool,
     /// What it means, for the LLM.
-    pub description: &'static str,
+    pub description: String,
     /// Smallest allowed value (numbers) or length (strings, lists).
     pub minimum: Option<f64>,
     /// Largest allowed value (numbers) or length (strings, lists).
@@ -123,12 +146,20 @@ pub struct Param {
 
 impl Param {
     /// A required parameter.
-    pub fn required(name: &'static str, kind: Kind, description: &'static str) -> Self {
-        Param { name, kind, required: true, description, minimum: None, maximum: None, default: None }
+    pub fn required(name: impl Into<String>, kind: Kind, description: impl Into<String>) -> Self {
+        Param {
+            name: name.into(),
+            kind,
+            required: true,
+            description: description.into(),
+            minimum: None,
+            maximum: None,
+            default: None,
+        }
     }
 
     /// An optional parameter.
-    pub fn optional(name: &'static str, kind: Kind, description: &'static str) -> Self {
+    pub fn optional(name: impl Into<String>, kind: Kind, description: impl Into<String>) -> Self {
         Param { required: false, ..Param::required(name, kind, description) }
     }
 
@@ -153,10 +184,10 @@ impl Param {
             _ => return Ok(()),
         };
         if let Some(min) = self.minimum.filter(|&m| measure < m) {
-            return Err(Error::param(self.name, format!("{what} {measure} is below the minimum {min}")));
+            return Err(Error::param(&self.name, format!("{what} {measure} is below the minimum {min}")));
         }
         if let Some(max) = self.maximum.filter(|&m| measure > m) {
-            return Err(Error::param(self.name, format!("{what} {measure} is above the maximum {max}")));
+            return Err(Error::param(&self.name, format!("{what} {measure} is above the maximum {max}")));
         }
         Ok(())
     }
@@ -166,9 +197,9 @@ impl Param {
 #[derive(Debug, Clone)]
 pub struct ToolSpec {
     /// Short name (`click`); the full name is `resource:name`.
-    pub name: &'static str,
+    pub name: String,
     /// What it does, for the LLM.
-    pub description: &'static str,
+    pub description: String,
     /// Its parameters.
     pub params: Vec<Param>,
     /// Runs normally but is listed only on request.
@@ -180,8 +211,8 @@ pub struct ToolSpec {
 
 impl ToolSpec {
     /// A visible tool.
-    pub fn new(name: &'static str, description: &'static str, params: Vec<Param>) -> Self {
-        ToolSpec { name, description, params, hidden: false, sessionless: false }
+    pub fn new(name: impl Into<String>, description: impl Into<String>, params: Vec<Param>) -> Self {
+        ToolSpec { name: name.into(), description: description.into(), params, hidden: false, sessionless: false }
     }
 
     /// Marks the tool as needing no session state.
@@ -202,7 +233,7 @@ impl ToolSpec {
         for p in &self.params {
             let mut s = p.kind.schema();
             let obj = s.as_object_mut().expect("schema is an object");
-            obj.insert("description".into(), p.description.into());
+            obj.insert("description".into(), p.description.clone().into());
             if let Some(d) = &p.default {
                 obj.insert("default".into(), d.clone());
             }
@@ -218,9 +249,9 @@ impl ToolSpec {
             if let Some(m) = p.maximum {
                 obj.insert(hi.into(), number(m, numeric));
             }
-            properties.insert(p.name.into(), s);
+            properties.insert(p.name.clone(), s);
         }
-        let required: Vec<&str> = self.params.iter().filter(|p| p.required).map(|p| p.name).collect();
+        let required: Vec<&str> = self.params.iter().filter(|p| p.required).map(|p| p.name.as_str()).collect();
         json!({"type": "object", "properties": properties, "required": required})
     }
 
@@ -235,18 +266,152 @@ impl ToolSpec {
             }
         };
         for p in &self.params {
-            match obj.get(p.name) {
+            match obj.get(&p.name) {
                 None | Some(Value::Null) if p.required => {
-                    return Err(Error::param(p.name, format!("missing required parameter ({})", p.kind.describe())));
+                    return Err(Error::param(&p.name, format!("missing required parameter ({})", p.kind.describe())));
                 }
                 None | Some(Value::Null) => {}
                 Some(v) => {
-                    p.kind.check(p.name, v)?;
+                    p.kind.check(&p.name, v)?;
                     p.check_range(v)?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+// ---- tools and configs as Rust types ---------------------------------------------------------
+
+/// The schema of `T` with every subschema inlined, as function-calling APIs take it.
+fn schema_of<T: JsonSchema>() -> Value {
+    let generator = SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true).into_generator();
+    generator.into_root_schema_for::<T>().to_value()
+}
+
+/// The tools of a backend declared as one enum (see the module documentation), in the order of
+/// its variants.
+pub fn tool_specs<T: JsonSchema>() -> Vec<ToolSpec> {
+    let schema = schema_of::<T>();
+    let variants = schema.get("oneOf").and_then(Value::as_array).cloned().unwrap_or_default();
+    variants
+        .iter()
+        .map(|v| {
+            let name = v.pointer("/properties/tool/const").and_then(Value::as_str).unwrap_or_default();
+            let description = unwrap_lines(v.get("description").and_then(Value::as_str).unwrap_or_default());
+            let params = v.pointer("/properties/params").map(params_of).unwrap_or_default();
+            let flag = |key: &str| v.get(key).and_then(Value::as_bool).unwrap_or(false);
+            ToolSpec {
+                name: name.to_owned(),
+                description,
+                params,
+                hidden: flag("x-hidden"),
+                sessionless: flag("x-sessionless"),
+            }
+        })
+        .collect()
+}
+
+/// A call of tool `tool` as the backend's tool enum. `params` was checked against the tool's
+/// spec, so this fails only where a schema cannot say (then a 1002 on `params`).
+pub fn parse_call<T: DeserializeOwned>(tool: &str, params: Value) -> Result<T> {
+    let params = if params.is_null() { Value::Object(Map::new()) } else { params };
+    let mut call = Map::new();
+    call.insert("tool".into(), tool.into());
+    call.insert("params".into(), params);
+    T::deserialize(Value::Object(call)).map_err(|e| Error::param("params", e.to_string()))
+}
+
+/// A session config (the backend's defaults merged with the session's keys) as the backend's
+/// config struct: checked against the struct's schema first, so that an unknown key, a missing
+/// one, a mistyped or out-of-range value is a 1002 naming the key (`env.NAME` inside a map).
+pub fn parse_config<T: DeserializeOwned + JsonSchema>(config: &Map<String, Value>) -> Result<T> {
+    let schema = schema_of::<T>();
+    let params = params_of(&schema);
+    if let Some(key) = config.keys().find(|k| !params.iter().any(|p| &p.name == *k)) {
+        let known: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+        return Err(Error::param(key, format!("unknown session config key (known: {})", known.join(", "))));
+    }
+    let spec = ToolSpec::new("config", "", params);
+    spec.validate(&Value::Object(config.clone()))?;
+    T::deserialize(Value::Object(config.clone())).map_err(|e| Error::param("config", e.to_string()))
+}
+
+/// The parameters of an object schema, in the order schemars lists its properties.
+fn params_of(schema: &Value) -> Vec<Param> {
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return Vec::new() };
+    properties
+        .iter()
+        .map(|(name, p)| {
+            let kind = kind_of(p);
+            let numeric = matches!(kind, Kind::Integer | Kind::Number);
+            let bound = |keys: [&str; 3]| keys.iter().find_map(|k| p.get(*k).and_then(Value::as_f64));
+            let (mut minimum, mut maximum) =
+                (bound(["minimum", "minLength", "minItems"]), bound(["maximum", "maxLength", "maxItems"]));
+            if numeric {
+                // The integer's own range, where the schema gives none.
+                let (lo, hi) = format_range(p.get("format").and_then(Value::as_str).unwrap_or_default());
+                minimum = minimum.or(lo);
+                maximum = maximum.or(hi);
+            }
+            Param {
+                name: name.clone(),
+                kind,
+                required: required.contains(&name.as_str()),
+                description: unwrap_lines(p.get("description").and_then(Value::as_str).unwrap_or_default()),
+                minimum,
+                maximum,
+                default: p.get("default").cloned(),
+            }
+        })
+        .collect()
+}
+
+/// A doc comment's text as one paragraph per blank-line-separated block: the line breaks of the
+/// source are not the reader's.
+fn unwrap_lines(text: &str) -> String {
+    text.split("\n\n").map(|p| p.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n\n")
+}
+
+/// The [`Kind`] of a property's schema (`null` in a type list means only that it may be left out).
+fn kind_of(p: &Value) -> Kind {
+    let ty = match p.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(types)) => types.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("object"),
+        _ => "object",
+    };
+    match ty {
+        "string" => match p.get("enum").and_then(Value::as_array) {
+            Some(values) => Kind::Enum(values.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
+            None => Kind::String,
+        },
+        "integer" => Kind::Integer,
+        "number" => Kind::Number,
+        "boolean" => Kind::Boolean,
+        "array" => Kind::Array(Box::new(p.get("items").map_or(Kind::Object, kind_of))),
+        _ => match p.get("additionalProperties") {
+            Some(item @ Value::Object(_)) => Kind::Map(Box::new(kind_of(item))),
+            _ => Kind::Object,
+        },
+    }
+}
+
+/// The range of an integer format of schemars (`uint32`…), where it has one that matters.
+fn format_range(format: &str) -> (Option<f64>, Option<f64>) {
+    match format {
+        "uint8" => (Some(0.0), Some(u8::MAX as f64)),
+        "uint16" => (Some(0.0), Some(u16::MAX as f64)),
+        "uint32" => (Some(0.0), Some(u32::MAX as f64)),
+        "uint64" | "uint" => (Some(0.0), None),
+        "int8" => (Some(i8::MIN as f64), Some(i8::MAX as f64)),
+        "int16" => (Some(i16::MIN as f64), Some(i16::MAX as f64)),
+        "int32" => (Some(i32::MIN as f64), Some(i32::MAX as f64)),
+        _ => (None, None),
     }
 }
 
@@ -268,7 +433,7 @@ mod tests {
             "click",
             vec![
                 Param::required("x", Kind::Integer, "x").range(Some(0.0), None),
-                Param::optional("button", Kind::Enum(&["left", "right"]), "b"),
+                Param::optional("button", Kind::Enum(vec!["left".into(), "right".into()]), "b"),
                 Param::optional("keys", Kind::Array(Box::new(Kind::String)), "k"),
             ],
         )

@@ -48,15 +48,67 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use agentflow_bash::{
     check_work_root, find_bwrap, Cgroup, Jail, JailConfig, Limits, OnTimeout, Outcome, Shell, ShellConfig, INSTALL_HINT,
 };
 
-use crate::backend::{merge_config, param, state_mut, Backend, CallContext, SessionState};
+use crate::backend::{merge_config, state_mut, Backend, CallContext, SessionState};
 use crate::error::{Error, Result};
-use crate::tool::{Kind, Param, ToolSpec};
+use crate::tool::{parse_call, tool_specs, ToolSpec};
+
+/// The bash backend's tools.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(tag = "tool", content = "params", rename_all = "snake_case")]
+enum Tool {
+    /// Runs a command in the session's persistent bash (cd, variables, functions and venvs
+    /// persist) and returns its output (stdout and stderr), exit code and working directory.
+    Run {
+        /// The bash command(s) to run; several lines allowed.
+        command: String,
+        /// Seconds to wait for the command (default: the session's timeout, 30).
+        #[schemars(range(min = 0.001, max = 86_400))]
+        timeout: Option<f64>,
+        /// At the timeout, interrupt the command (default), or keep it running for bash:write
+        /// and bash:interrupt (for REPLs, prompts, servers).
+        #[serde(default)]
+        on_timeout: WhenTimedOut,
+    },
+    /// Types text into the command still running in the shell (kept with on_timeout: keep) and
+    /// returns what it printed since the last call, and its exit code if it finished.
+    Write {
+        /// The text to type; \n presses Enter.
+        text: String,
+        /// Seconds to wait for an answer (default 5).
+        #[serde(default = "default_write_wait")]
+        #[schemars(range(min = 0.001, max = 86_400))]
+        timeout: f64,
+    },
+    /// Sends Ctrl-C to the command running in the shell (then kills it if it ignores that) and
+    /// returns its last output and exit code.
+    Interrupt {},
+    /// The session's shell: bash's pid as the engine sees it, its directory, its isolation and,
+    /// in a jail, the work directory, limits and how they are enforced (cgroups or rlimits
+    /// only).
+    #[schemars(extend("x-hidden" = true))]
+    Info {},
+}
+
+/// `on_timeout` of `bash:run`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum WhenTimedOut {
+    #[default]
+    Interrupt,
+    Keep,
+}
+
+fn default_write_wait() -> f64 {
+    DEFAULT_WRITE_WAIT.as_secs_f64()
+}
 
 /// A command's timeout when neither the call nor the session config gives one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -414,50 +466,7 @@ impl Backend for BashBackend {
     }
 
     fn tools(&self) -> Vec<ToolSpec> {
-        let timeout = || Param::optional("timeout", Kind::Number, "").range(Some(0.001), Some(86_400.0));
-        vec![
-            ToolSpec::new(
-                "run",
-                "Runs a command in the session's persistent bash (cd, variables, functions and venvs persist) \
-                 and returns its output (stdout and stderr), exit code and working directory.",
-                vec![
-                    Param::required("command", Kind::String, "The bash command(s) to run; several lines allowed."),
-                    Param {
-                        description: "Seconds to wait for the command (default: the session's timeout, 30).",
-                        ..timeout()
-                    },
-                    Param::optional(
-                        "on_timeout",
-                        Kind::Enum(&["interrupt", "keep"]),
-                        "At the timeout, interrupt the command (default), or keep it running for bash:write \
-                         and bash:interrupt (for REPLs, prompts, servers).",
-                    )
-                    .default(json!("interrupt")),
-                ],
-            ),
-            ToolSpec::new(
-                "write",
-                "Types text into the command still running in the shell (kept with on_timeout: keep) and \
-                 returns what it printed since the last call, and its exit code if it finished.",
-                vec![
-                    Param::required("text", Kind::String, "The text to type; \\n presses Enter."),
-                    Param { description: "Seconds to wait for an answer (default 5).", ..timeout() }.default(json!(5)),
-                ],
-            ),
-            ToolSpec::new(
-                "interrupt",
-                "Sends Ctrl-C to the command running in the shell (then kills it if it ignores that) and \
-                 returns its last output and exit code.",
-                vec![],
-            ),
-            ToolSpec::new(
-                "info",
-                "The session's shell: bash's pid as the engine sees it, its directory, its isolation and, in a \
-                 jail, the work directory, limits and how they are enforced (cgroups or rlimits only).",
-                vec![],
-            )
-            .hidden(),
-        ]
+        tool_specs::<Tool>()
     }
 
     async fn warmup(&self) -> Result<()> {
@@ -510,14 +519,12 @@ impl Backend for BashBackend {
         let session: &mut BashSession = state_mut(session)?;
         // The caller's overall timeout caps the tool's own.
         let cap = |t: Duration| ctx.timeout.map_or(t, |c| c.min(t));
-        match tool {
-            "run" => {
-                let command: String = param(&params, "command")?.unwrap_or_default();
-                let timeout = param::<f64>(&params, "timeout")?.map(Duration::from_secs_f64);
-                let timeout = cap(timeout.unwrap_or(session.config.timeout));
-                let on_timeout = match param::<String>(&params, "on_timeout")?.as_deref() {
-                    Some("keep") => OnTimeout::Keep,
-                    _ => OnTimeout::Interrupt,
+        match parse_call::<Tool>(tool, params)? {
+            Tool::Run { command, timeout, on_timeout } => {
+                let timeout = cap(timeout.map_or(session.config.timeout, Duration::from_secs_f64));
+                let on_timeout = match on_timeout {
+                    WhenTimedOut::Keep => OnTimeout::Keep,
+                    WhenTimedOut::Interrupt => OnTimeout::Interrupt,
                 };
                 let ooms = session.jail.as_ref().and_then(Jail::oom_kills);
                 let shell = session.shell().await?;
@@ -529,20 +536,18 @@ impl Backend for BashBackend {
                     _ => result,
                 }
             }
-            "write" => {
-                let text: String = param(&params, "text")?.unwrap_or_default();
-                let wait = param::<f64>(&params, "timeout")?.map(Duration::from_secs_f64);
-                let wait = cap(wait.unwrap_or(DEFAULT_WRITE_WAIT));
+            Tool::Write { text, timeout } => {
+                let wait = cap(Duration::from_secs_f64(timeout));
                 let shell = session.shell().await?;
                 let outcome = shell.write(&text, wait).await.map_err(shell_error)?;
                 Ok(data(&outcome))
             }
-            "interrupt" => {
+            Tool::Interrupt {} => {
                 let shell = session.shell().await?;
                 let outcome = shell.interrupt().await.map_err(shell_error)?;
                 Ok(data(&outcome))
             }
-            "info" => {
+            Tool::Info {} => {
                 let shell = session.shell().await?;
                 let mut info = json!({"pid": shell.bash_pid(), "cwd": shell.cwd(), "isolation": "none"});
                 if let Some(tracker) = &session.tracker {
@@ -567,7 +572,6 @@ impl Backend for BashBackend {
                 }
                 Ok(info)
             }
-            other => Err(Error::ToolNotFound(format!("bash:{other}"))),
         }
     }
 }

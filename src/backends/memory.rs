@@ -9,11 +9,44 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::backend::{param, state_mut, Backend, CallContext, Scope, SessionState};
+use crate::backend::{state_mut, Backend, CallContext, Scope, SessionState};
 use crate::error::{Error, Result};
-use crate::tool::{Kind, Param, ToolSpec};
+use crate::tool::{parse_call, tool_specs, ToolSpec};
+
+/// The memory backend's tools.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(tag = "tool", content = "params", rename_all = "snake_case")]
+enum Tool {
+    /// does nothing
+    Noop {},
+    /// returns its parameter
+    Echo {
+        /// anything
+        value: Option<String>,
+    },
+    /// appends a value to the session's log and returns the log
+    Push {
+        /// the value
+        value: i64,
+    },
+    /// sleeps, then answers
+    Sleep {
+        /// milliseconds
+        #[schemars(range(min = 0, max = 600_000))]
+        ms: u64,
+    },
+    /// panics
+    Panic {},
+    /// increments a counter shared by all sessions
+    Count {},
+    /// a hidden tool
+    #[schemars(extend("x-hidden" = true))]
+    Secret {},
+}
 
 /// What happened to a [`MemoryBackend`], readable from outside.
 #[derive(Debug, Default)]
@@ -79,23 +112,7 @@ impl Backend for MemoryBackend {
     }
 
     fn tools(&self) -> Vec<ToolSpec> {
-        vec![
-            ToolSpec::new("noop", "does nothing", vec![]),
-            ToolSpec::new("echo", "returns its parameters", vec![Param::optional("value", Kind::String, "anything")]),
-            ToolSpec::new(
-                "push",
-                "appends a value to the session's log and returns the log",
-                vec![Param::required("value", Kind::Integer, "the value")],
-            ),
-            ToolSpec::new(
-                "sleep",
-                "sleeps, then answers",
-                vec![Param::required("ms", Kind::Integer, "milliseconds").range(Some(0.0), Some(600_000.0))],
-            ),
-            ToolSpec::new("panic", "panics", vec![]),
-            ToolSpec::new("count", "increments a counter shared by all sessions", vec![]),
-            ToolSpec::new("secret", "a hidden tool", vec![]).hidden(),
-        ]
+        tool_specs::<Tool>()
     }
 
     async fn warmup(&self) -> Result<()> {
@@ -126,23 +143,20 @@ impl Backend for MemoryBackend {
         session: Option<&mut SessionState>,
         _ctx: &CallContext<'_>,
     ) -> Result<Value> {
-        match tool {
-            "noop" | "secret" => Ok(Value::Object(Map::new())),
-            "echo" => Ok(params),
-            "push" => {
-                let value: i64 = param(&params, "value")?.unwrap_or_default();
+        match parse_call::<Tool>(tool, params)? {
+            Tool::Noop {} | Tool::Secret {} => Ok(Value::Object(Map::new())),
+            Tool::Echo { value } => Ok(json!({ "value": value })),
+            Tool::Push { value } => {
                 let log: &mut Log = state_mut(session)?;
                 log.values.push(value);
                 Ok(json!({"values": log.values}))
             }
-            "sleep" => {
-                let ms: u64 = param(&params, "ms")?.unwrap_or_default();
+            Tool::Sleep { ms } => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok(json!({"slept_ms": ms}))
             }
-            "panic" => panic!("the panic tool panicked"),
-            "count" => Ok(json!({"count": self.counters.counted.fetch_add(1, Ordering::AcqRel) + 1})),
-            other => Err(Error::ToolNotFound(other.to_owned())),
+            Tool::Panic {} => panic!("the panic tool panicked"),
+            Tool::Count {} => Ok(json!({"count": self.counters.counted.fetch_add(1, Ordering::AcqRel) + 1})),
         }
     }
 

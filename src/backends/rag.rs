@@ -19,12 +19,49 @@ use std::sync::Arc;
 use agentflow_rag::{Budget, Document, Hit, Index, Options, Origin};
 use async_trait::async_trait;
 use parking_lot::RwLock;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 
-use crate::backend::{param, Backend, CallContext, Scope, SessionState};
+use crate::backend::{Backend, CallContext, Scope, SessionState};
 use crate::error::{Error, Result};
-use crate::tool::{Kind, Param, ToolSpec};
+use crate::tool::{parse_call, tool_specs, ToolSpec};
+
+/// The rag backend's tools. `top_k` and `queries` are bounded by the backend's settings
+/// (`max_top_k`, `max_batch`), set on the specs when the backend lists them.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(tag = "tool", content = "params", rename_all = "snake_case")]
+enum Tool {
+    /// Full-text search (BM25) of the document collection. Returns the best passages with their
+    /// scores, and `context`: the passages rendered for a prompt.
+    Search {
+        /// what to look for, in plain words
+        #[schemars(length(min = 1))]
+        query: String,
+        /// how many documents to return, best first
+        #[schemars(range(min = 1))]
+        top_k: Option<usize>,
+    },
+    /// Runs several searches at once, in parallel; one result list and one context per query.
+    BatchSearch {
+        /// the queries
+        #[schemars(length(min = 1))]
+        queries: Vec<String>,
+        /// how many documents to return per query, best first
+        #[schemars(range(min = 1))]
+        top_k: Option<usize>,
+    },
+    /// Adds documents to the collection (a document with an existing id replaces it). They are
+    /// searchable when the call returns.
+    Index {
+        /// documents: {content, id?, title?}
+        #[schemars(with = "Vec<Map<String, Value>>", length(min = 1, max = MAX_DOCUMENTS))]
+        documents: Vec<Value>,
+    },
+    /// Figures about the collection: documents, ranking method, index size.
+    Stats {},
+}
 
 /// Most hits one query may ask for, unless the config's `max_top_k` says otherwise: a prompt
 /// holds a few dozen passages at most, and 100 leaves room for re-ranking.
@@ -132,10 +169,6 @@ impl RagBackend {
             .read()
             .clone()
             .ok_or_else(|| Error::NotWarmedUp { backend: "rag".into(), reason: "the index is not loaded".into() })
-    }
-
-    fn top_k(&self, params: &Value) -> Result<usize> {
-        Ok(param::<usize>(params, "top_k")?.unwrap_or(self.settings.default_top_k))
     }
 
     /// The 1002 of an answer over `max_answer_bytes`, on the parameter that makes it large.
@@ -268,43 +301,19 @@ impl Backend for RagBackend {
     }
 
     fn tools(&self) -> Vec<ToolSpec> {
-        let top_k = || {
-            Param::optional("top_k", Kind::Integer, "how many documents to return, best first")
-                .range(Some(1.0), Some(self.settings.max_top_k as f64))
-                .default(json!(self.settings.default_top_k))
-        };
-        vec![
-            ToolSpec::new(
-                "search",
-                "Full-text search (BM25) of the document collection. Returns the best passages with their \
-                 scores, and `context`: the passages rendered for a prompt.",
-                vec![
-                    Param::required("query", Kind::String, "what to look for, in plain words").range(Some(1.0), None),
-                    top_k(),
-                ],
-            ),
-            ToolSpec::new(
-                "batch_search",
-                "Runs several searches at once, in parallel; one result list and one context per query.",
-                vec![
-                    Param::required("queries", Kind::Array(Box::new(Kind::String)), "the queries")
-                        .range(Some(1.0), Some(self.settings.max_batch as f64)),
-                    top_k(),
-                ],
-            ),
-            ToolSpec::new(
-                "index",
-                "Adds documents to the collection (a document with an existing id replaces it). They are \
-                 searchable when the call returns.",
-                vec![Param::required(
-                    "documents",
-                    Kind::Array(Box::new(Kind::Object)),
-                    "documents: {content, id?, title?}",
-                )
-                .range(Some(1.0), Some(MAX_DOCUMENTS as f64))],
-            ),
-            ToolSpec::new("stats", "Figures about the collection: documents, ranking method, index size.", vec![]),
-        ]
+        let mut specs = tool_specs::<Tool>();
+        // The bounds that are settings rather than constants of the type.
+        for p in specs.iter_mut().flat_map(|s| s.params.iter_mut()) {
+            match p.name.as_str() {
+                "top_k" => {
+                    p.maximum = Some(self.settings.max_top_k as f64);
+                    p.default = Some(json!(self.settings.default_top_k));
+                }
+                "queries" => p.maximum = Some(self.settings.max_batch as f64),
+                _ => {}
+            }
+        }
+        specs
     }
 
     /// Loads the index (opens `index_dir` as it is when current, or builds it from `corpus_path`),
@@ -346,11 +355,11 @@ impl Backend for RagBackend {
         _session: Option<&mut SessionState>,
         _ctx: &CallContext<'_>,
     ) -> Result<Value> {
-        match tool {
-            "search" => {
-                let query: String = param(&params, "query")?.unwrap_or_default();
+        let default_top_k = self.settings.default_top_k;
+        match parse_call::<Tool>(tool, params)? {
+            Tool::Search { query, top_k } => {
                 check_query("query", &query)?;
-                let top_k = self.top_k(&params)?;
+                let top_k = top_k.unwrap_or(default_top_k);
                 let limit = self.settings.max_answer_bytes.saturating_sub(2 * query.len() + 64);
                 let (query, hits) = blocking(self.index()?, move |index| {
                     let hits = within(index.search_within(&query, top_k, &Budget::new(limit, &hit_cost)))?;
@@ -361,12 +370,11 @@ impl Backend for RagBackend {
                 let context = context(&hits);
                 Ok(json!({"query": query, "results": hits_json(hits), "context": context}))
             }
-            "batch_search" => {
-                let queries: Vec<String> = param(&params, "queries")?.unwrap_or_default();
+            Tool::BatchSearch { queries, top_k } => {
                 for (i, q) in queries.iter().enumerate() {
                     check_query(&format!("queries[{i}]"), q)?;
                 }
-                let top_k = self.top_k(&params)?;
+                let top_k = top_k.unwrap_or(default_top_k);
                 // Each query adds its two lists' brackets and commas, and the hits their cost.
                 let limit = self.settings.max_answer_bytes.saturating_sub(8 * queries.len() + 64);
                 let all = blocking(self.index()?, move |index| {
@@ -378,13 +386,12 @@ impl Backend for RagBackend {
                 let results: Vec<Value> = all.into_iter().map(hits_json).collect();
                 Ok(json!({"results": results, "contexts": contexts}))
             }
-            "index" => {
-                let docs = params.get("documents").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-                let docs = docs.iter().enumerate().map(|(i, d)| document(i, d)).collect::<Result<Vec<_>>>()?;
+            Tool::Index { documents } => {
+                let docs = documents.iter().enumerate().map(|(i, d)| document(i, d)).collect::<Result<Vec<_>>>()?;
                 let added = blocking(self.index()?, move |index| index.add(docs)).await?;
                 Ok(json!({"indexed": added.ids.len(), "ids": added.ids, "total": added.total}))
             }
-            "stats" => {
+            Tool::Stats {} => {
                 let stats = blocking(self.index()?, |index| index.stats()).await?;
                 let origin = match stats.origin {
                     Origin::Empty => json!({"kind": "empty"}),
@@ -408,7 +415,6 @@ impl Backend for RagBackend {
                     "max_answer_bytes": self.settings.max_answer_bytes,
                 }))
             }
-            other => Err(Error::ToolNotFound(other.to_owned())),
         }
     }
 

@@ -33,11 +33,184 @@ use agentflow_vm::{Button, Desktop, DisplayName, Key};
 use async_trait::async_trait;
 use base64::Engine as _;
 use parking_lot::Mutex;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::backend::{merge_config, param, state_mut, Backend, CallContext, SessionState};
+use crate::backend::{merge_config, state_mut, Backend, CallContext, SessionState};
 use crate::error::{Error, Result};
-use crate::tool::{Kind, Param, ToolSpec};
+use crate::tool::{parse_call, tool_specs, ToolSpec};
+
+/// The vm backend's tools. Points are in screenshot pixels from the top-left corner.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(tag = "tool", content = "params", rename_all = "snake_case")]
+enum Tool {
+    /// Takes a screenshot of the desktop (base64 PNG).
+    Screenshot {},
+    /// Clicks at a point of the screen.
+    Click {
+        /// column, in screenshot pixels from the left
+        #[schemars(range(min = 0))]
+        x: i64,
+        /// row, in screenshot pixels from the top
+        #[schemars(range(min = 0))]
+        y: i64,
+        /// the mouse button
+        #[serde(default)]
+        button: MouseButton,
+        /// how many clicks
+        #[serde(default = "one")]
+        #[schemars(range(min = 1, max = 10))]
+        num_clicks: u32,
+    },
+    /// Double-clicks at a point with the left button.
+    DoubleClick {
+        /// column
+        #[schemars(range(min = 0))]
+        x: i64,
+        /// row
+        #[schemars(range(min = 0))]
+        y: i64,
+    },
+    /// Right-clicks at a point, or where the pointer is when x and y are left out.
+    RightClick {
+        /// column (with y)
+        #[schemars(range(min = 0))]
+        x: Option<i64>,
+        /// row (with x)
+        #[schemars(range(min = 0))]
+        y: Option<i64>,
+    },
+    /// Moves the mouse pointer to a point.
+    Move {
+        /// column
+        #[schemars(range(min = 0))]
+        x: i64,
+        /// row
+        #[schemars(range(min = 0))]
+        y: i64,
+    },
+    /// Drags with the left button held from one point to another.
+    Drag {
+        /// start column
+        #[schemars(range(min = 0))]
+        start_x: i64,
+        /// start row
+        #[schemars(range(min = 0))]
+        start_y: i64,
+        /// end column
+        #[schemars(range(min = 0))]
+        end_x: i64,
+        /// end row
+        #[schemars(range(min = 0))]
+        end_y: i64,
+    },
+    /// Presses a mouse button where the pointer is and keeps it down.
+    MouseDown {
+        /// the mouse button
+        #[serde(default)]
+        button: MouseButton,
+    },
+    /// Releases a mouse button where the pointer is.
+    MouseUp {
+        /// the mouse button
+        #[serde(default)]
+        button: MouseButton,
+    },
+    /// Scrolls the wheel: clicks up (positive) or down (negative), dx right (positive) or left.
+    Scroll {
+        /// wheel clicks: positive up, negative down
+        #[schemars(range(min = -1000, max = 1000))]
+        clicks: i32,
+        /// move here first (with y)
+        #[schemars(range(min = 0))]
+        x: Option<i64>,
+        /// move here first (with x)
+        #[schemars(range(min = 0))]
+        y: Option<i64>,
+        /// horizontal wheel clicks: positive right, negative left
+        #[schemars(range(min = -1000, max = 1000))]
+        dx: Option<i32>,
+    },
+    /// Types text: any Unicode, including characters the keyboard layout lacks; \n presses Enter.
+    Type {
+        /// the text to type
+        #[schemars(length(max = 100_000))]
+        text: String,
+    },
+    /// Presses and releases one key.
+    Key {
+        /// a pyautogui key name (enter, tab, esc, ctrl, f5, pagedown…) or one character
+        #[schemars(length(min = 1))]
+        key: String,
+    },
+    /// Presses a key and keeps it down.
+    KeyDown {
+        /// a pyautogui key name (enter, tab, esc, ctrl, f5, pagedown…) or one character
+        #[schemars(length(min = 1))]
+        key: String,
+    },
+    /// Releases a key.
+    KeyUp {
+        /// a pyautogui key name (enter, tab, esc, ctrl, f5, pagedown…) or one character
+        #[schemars(length(min = 1))]
+        key: String,
+    },
+    /// Presses keys in order and releases them in reverse, e.g. ["ctrl", "c"].
+    Hotkey {
+        /// key names, modifiers first
+        #[schemars(length(min = 1, max = 16))]
+        keys: Vec<String>,
+    },
+    /// Waits, letting the screen settle.
+    #[schemars(extend("x-sessionless" = true))]
+    Wait {
+        /// how long
+        #[serde(default = "one_second")]
+        #[schemars(range(min = 0, max = 3600))]
+        seconds: f64,
+    },
+    /// Says the task is done (ends the episode).
+    #[schemars(extend("x-sessionless" = true))]
+    Done {},
+    /// Says the task cannot be done (gives up).
+    #[schemars(extend("x-sessionless" = true))]
+    Fail {
+        /// why
+        reason: Option<String>,
+    },
+    /// The session's display: name, size, depth, Xvfb pid, Xauthority file.
+    #[schemars(extend("x-hidden" = true))]
+    Info {},
+}
+
+/// A mouse button, as tools name it.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum MouseButton {
+    #[default]
+    Left,
+    Right,
+    Middle,
+}
+
+impl From<MouseButton> for Button {
+    fn from(b: MouseButton) -> Button {
+        match b {
+            MouseButton::Left => Button::Left,
+            MouseButton::Right => Button::Right,
+            MouseButton::Middle => Button::Middle,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn one_second() -> f64 {
+    1.0
+}
 
 /// The largest screen a session may ask for when the operator's policy does not say.
 const DEFAULT_MAX_SCREEN: (u32, u32) = (3840, 2160);
@@ -96,9 +269,7 @@ struct VmSession {
 
 impl VmSession {
     /// Checks that `(x, y)` (named `fx`, `fy` in the params) is on the screen.
-    fn check_point(&self, params: &Value, fx: &str, fy: &str) -> Result<(i64, i64)> {
-        let x: i64 = param(params, fx)?.ok_or_else(|| Error::param(fx, "missing required parameter"))?;
-        let y: i64 = param(params, fy)?.ok_or_else(|| Error::param(fy, "missing required parameter"))?;
+    fn check_point(&self, (x, y): (i64, i64), (fx, fy): (&str, &str)) -> Result<(i64, i64)> {
         let (w, h) = self.size;
         for (field, v, max) in [(fx, x, w), (fy, y, h)] {
             if v < 0 || v >= i64::from(max) {
@@ -111,14 +282,13 @@ impl VmSession {
         Ok((x, y))
     }
 
-    /// The optional point named `fx`, `fy`: both or neither.
-    fn optional_point(&self, params: &Value, fx: &str, fy: &str) -> Result<Option<(i64, i64)>> {
-        let given = |f: &str| !matches!(params.get(f), None | Some(Value::Null));
-        match (given(fx), given(fy)) {
-            (false, false) => Ok(None),
-            (true, true) => self.check_point(params, fx, fy).map(Some),
-            (true, false) => Err(Error::param(fy, format!("give both {fx} and {fy}, or neither"))),
-            (false, true) => Err(Error::param(fx, format!("give both {fx} and {fy}, or neither"))),
+    /// An optional point `x`, `y`: both or neither.
+    fn optional_point(&self, x: Option<i64>, y: Option<i64>) -> Result<Option<(i64, i64)>> {
+        match (x, y) {
+            (None, None) => Ok(None),
+            (Some(x), Some(y)) => self.check_point((x, y), ("x", "y")).map(Some),
+            (Some(_), None) => Err(Error::param("y", "give both x and y, or neither")),
+            (None, Some(_)) => Err(Error::param("x", "give both x and y, or neither")),
         }
     }
 
@@ -153,11 +323,6 @@ fn key(field: &str, name: &str) -> Result<Key> {
             format!("unknown key name '{name}' (use pyautogui names: enter, ctrl, f5, pagedown… or one character)"),
         )
     })
-}
-
-fn button(params: &Value) -> Result<Button> {
-    let name: String = param(params, "button")?.unwrap_or_else(|| "left".into());
-    Button::parse(&name).ok_or_else(|| Error::param("button", format!("expected left, right or middle, got '{name}'")))
 }
 
 fn started_error(e: agentflow_vm::Error) -> Error {
@@ -257,25 +422,6 @@ impl VmBackend {
     }
 }
 
-const BUTTONS: &[&str] = &["left", "right", "middle"];
-
-fn x(description: &'static str) -> Param {
-    Param::required("x", Kind::Integer, description).range(Some(0.0), None)
-}
-
-fn y(description: &'static str) -> Param {
-    Param::required("y", Kind::Integer, description).range(Some(0.0), None)
-}
-
-fn optional(p: Param) -> Param {
-    Param { required: false, ..p }
-}
-
-fn key_param() -> Param {
-    Param::required("key", Kind::String, "a pyautogui key name (enter, tab, esc, ctrl, f5, pagedown…) or one character")
-        .range(Some(1.0), None)
-}
-
 fn xy(data: (i64, i64)) -> Value {
     json!([data.0, data.1])
 }
@@ -287,95 +433,7 @@ impl Backend for VmBackend {
     }
 
     fn tools(&self) -> Vec<ToolSpec> {
-        vec![
-            ToolSpec::new("screenshot", "Takes a screenshot of the desktop (base64 PNG).", vec![]),
-            ToolSpec::new(
-                "click",
-                "Clicks at a point of the screen.",
-                vec![
-                    x("column, in screenshot pixels from the left"),
-                    y("row, in screenshot pixels from the top"),
-                    Param::optional("button", Kind::Enum(BUTTONS), "the mouse button").default(json!("left")),
-                    Param::optional("num_clicks", Kind::Integer, "how many clicks")
-                        .range(Some(1.0), Some(10.0))
-                        .default(json!(1)),
-                ],
-            ),
-            ToolSpec::new(
-                "double_click",
-                "Double-clicks at a point with the left button.",
-                vec![x("column"), y("row")],
-            ),
-            ToolSpec::new(
-                "right_click",
-                "Right-clicks at a point, or where the pointer is when x and y are left out.",
-                vec![optional(x("column (with y)")), optional(y("row (with x)"))],
-            ),
-            ToolSpec::new("move", "Moves the mouse pointer to a point.", vec![x("column"), y("row")]),
-            ToolSpec::new(
-                "drag",
-                "Drags with the left button held from one point to another.",
-                vec![
-                    Param::required("start_x", Kind::Integer, "start column").range(Some(0.0), None),
-                    Param::required("start_y", Kind::Integer, "start row").range(Some(0.0), None),
-                    Param::required("end_x", Kind::Integer, "end column").range(Some(0.0), None),
-                    Param::required("end_y", Kind::Integer, "end row").range(Some(0.0), None),
-                ],
-            ),
-            ToolSpec::new(
-                "mouse_down",
-                "Presses a mouse button where the pointer is and keeps it down.",
-                vec![Param::optional("button", Kind::Enum(BUTTONS), "the mouse button").default(json!("left"))],
-            ),
-            ToolSpec::new(
-                "mouse_up",
-                "Releases a mouse button where the pointer is.",
-                vec![Param::optional("button", Kind::Enum(BUTTONS), "the mouse button").default(json!("left"))],
-            ),
-            ToolSpec::new(
-                "scroll",
-                "Scrolls the wheel: clicks up (positive) or down (negative), dx right (positive) or left.",
-                vec![
-                    Param::required("clicks", Kind::Integer, "wheel clicks: positive up, negative down")
-                        .range(Some(-1000.0), Some(1000.0)),
-                    optional(x("move here first (with y)")),
-                    optional(y("move here first (with x)")),
-                    Param::optional("dx", Kind::Integer, "horizontal wheel clicks: positive right, negative left")
-                        .range(Some(-1000.0), Some(1000.0)),
-                ],
-            ),
-            ToolSpec::new(
-                "type",
-                "Types text: any Unicode, including characters the keyboard layout lacks; \\n presses Enter.",
-                vec![Param::required("text", Kind::String, "the text to type").range(None, Some(100_000.0))],
-            ),
-            ToolSpec::new("key", "Presses and releases one key.", vec![key_param()]),
-            ToolSpec::new("key_down", "Presses a key and keeps it down.", vec![key_param()]),
-            ToolSpec::new("key_up", "Releases a key.", vec![key_param()]),
-            ToolSpec::new(
-                "hotkey",
-                "Presses keys in order and releases them in reverse, e.g. [\"ctrl\", \"c\"].",
-                vec![Param::required("keys", Kind::Array(Box::new(Kind::String)), "key names, modifiers first")
-                    .range(Some(1.0), Some(16.0))],
-            ),
-            ToolSpec::new(
-                "wait",
-                "Waits, letting the screen settle.",
-                vec![Param::optional("seconds", Kind::Number, "how long")
-                    .range(Some(0.0), Some(3600.0))
-                    .default(json!(1))],
-            )
-            .sessionless(),
-            ToolSpec::new("done", "Says the task is done (ends the episode).", vec![]).sessionless(),
-            ToolSpec::new(
-                "fail",
-                "Says the task cannot be done (gives up).",
-                vec![Param::optional("reason", Kind::String, "why")],
-            )
-            .sessionless(),
-            ToolSpec::new("info", "The session's display: name, size, depth, Xvfb pid, Xauthority file.", vec![])
-                .hidden(),
-        ]
+        tool_specs::<Tool>()
     }
 
     async fn create_session(&self, config: &Map<String, Value>) -> Result<SessionState> {
@@ -420,40 +478,13 @@ impl Backend for VmBackend {
         ctx: &CallContext<'_>,
     ) -> Result<Value> {
         // The episode-control tools need no display: they answer without a session.
-        let early = match tool {
-            "wait" => Some({
-                let seconds: f64 = param(&params, "seconds")?.unwrap_or(1.0);
-                let asked = Duration::from_secs_f64(seconds);
-                let start = Instant::now();
-                match ctx.timeout.filter(|&t| t < asked) {
-                    Some(limit) => {
-                        tokio::time::sleep(limit).await;
-                        let waited = start.elapsed().as_secs_f64();
-                        Err(Error::Timeout {
-                            message: format!("vm:wait of {seconds}s was cut at the call's timeout after {waited:.3}s"),
-                            data: json!({"waited": waited}),
-                        })
-                    }
-                    None => {
-                        tokio::time::sleep(asked).await;
-                        Ok(json!({"waited": seconds}))
-                    }
-                }
-            }),
-            "done" => Some(Ok(json!({"done": true}))),
-            "fail" => {
-                let reason: Option<String> = param(&params, "reason")?;
-                Some(Ok(json!({"fail": true, "reason": reason})))
-            }
-            _ => None,
-        };
-        if let Some(answer) = early {
-            return answer;
-        }
-        let s: &mut VmSession = state_mut(session)?;
-        match tool {
-            "screenshot" => {
-                let (size, image) = s
+        let session = move || state_mut::<VmSession>(session);
+        match parse_call::<Tool>(tool, params)? {
+            Tool::Wait { seconds } => wait(seconds, ctx.timeout).await,
+            Tool::Done {} => Ok(json!({"done": true})),
+            Tool::Fail { reason } => Ok(json!({"fail": true, "reason": reason})),
+            Tool::Screenshot {} => {
+                let (size, image) = session()?
                     .run(|d| {
                         let shot = d.screenshot()?;
                         Ok(((shot.width, shot.height), base64::engine::general_purpose::STANDARD.encode(&shot.png)))
@@ -461,20 +492,21 @@ impl Backend for VmBackend {
                     .await?;
                 Ok(json!({"image": image, "size": [size.0, size.1], "format": "png"}))
             }
-            "click" => {
-                let at = s.check_point(&params, "x", "y")?;
-                let b = button(&params)?;
-                let n: u32 = param(&params, "num_clicks")?.unwrap_or(1);
-                s.run(move |d| d.click(Some(at), b, n)).await?;
-                Ok(json!({"clicked": xy(at), "button": b.name()}))
+            Tool::Click { x, y, button, num_clicks } => {
+                let s = session()?;
+                let at = s.check_point((x, y), ("x", "y"))?;
+                s.run(move |d| d.click(Some(at), button.into(), num_clicks)).await?;
+                Ok(json!({"clicked": xy(at), "button": button}))
             }
-            "double_click" => {
-                let at = s.check_point(&params, "x", "y")?;
+            Tool::DoubleClick { x, y } => {
+                let s = session()?;
+                let at = s.check_point((x, y), ("x", "y"))?;
                 s.run(move |d| d.click(Some(at), Button::Left, 2)).await?;
                 Ok(json!({"clicked": xy(at)}))
             }
-            "right_click" => {
-                let at = s.optional_point(&params, "x", "y")?;
+            Tool::RightClick { x, y } => {
+                let s = session()?;
+                let at = s.optional_point(x, y)?;
                 let clicked = s
                     .run(move |d| {
                         d.click(at, Button::Right, 1)?;
@@ -484,27 +516,30 @@ impl Backend for VmBackend {
                     .await?;
                 Ok(json!({"clicked": xy(at.unwrap_or(clicked))}))
             }
-            "move" => {
-                let (x, y) = s.check_point(&params, "x", "y")?;
+            Tool::Move { x, y } => {
+                let s = session()?;
+                let (x, y) = s.check_point((x, y), ("x", "y"))?;
                 s.run(move |d| d.move_to(x, y)).await?;
                 Ok(json!({"position": [x, y]}))
             }
-            "drag" => {
-                let from = s.check_point(&params, "start_x", "start_y")?;
-                let to = s.check_point(&params, "end_x", "end_y")?;
+            Tool::Drag { start_x, start_y, end_x, end_y } => {
+                let s = session()?;
+                let from = s.check_point((start_x, start_y), ("start_x", "start_y"))?;
+                let to = s.check_point((end_x, end_y), ("end_x", "end_y"))?;
                 s.run(move |d| d.drag(from, to)).await?;
                 Ok(json!({"from": xy(from), "to": xy(to)}))
             }
-            "mouse_down" | "mouse_up" => {
-                let b = button(&params)?;
-                let down = tool == "mouse_down";
-                s.run(move |d| if down { d.mouse_down(b) } else { d.mouse_up(b) }).await?;
-                Ok(json!({"button": b.name()}))
+            Tool::MouseDown { button } => {
+                session()?.run(move |d| d.mouse_down(button.into())).await?;
+                Ok(json!({ "button": button }))
             }
-            "scroll" => {
-                let at = s.optional_point(&params, "x", "y")?;
-                let clicks: i32 = param(&params, "clicks")?.unwrap_or(0);
-                let dx: Option<i32> = param(&params, "dx")?;
+            Tool::MouseUp { button } => {
+                session()?.run(move |d| d.mouse_up(button.into())).await?;
+                Ok(json!({ "button": button }))
+            }
+            Tool::Scroll { clicks, x, y, dx } => {
+                let s = session()?;
+                let at = s.optional_point(x, y)?;
                 let position = s
                     .run(move |d| {
                         if let Some((x, y)) = at {
@@ -520,12 +555,12 @@ impl Backend for VmBackend {
                 }
                 Ok(data)
             }
-            "type" => {
-                let text: String = param(&params, "text")?.unwrap_or_default();
+            Tool::Type { text } => {
                 let length = text.chars().count();
                 // Typing stops at the caller's timeout and says how far it got.
                 let deadline = ctx.timeout.map(|t| Instant::now() + t);
-                let (text, count) = s.run(move |d| d.type_text_until(&text, deadline).map(|n| (text, n))).await?;
+                let (text, count) =
+                    session()?.run(move |d| d.type_text_until(&text, deadline).map(|n| (text, n))).await?;
                 if count < length {
                     let typed: String = text.chars().take(count).collect();
                     return Err(Error::Timeout {
@@ -535,26 +570,29 @@ impl Backend for VmBackend {
                 }
                 Ok(json!({"typed": text, "length": length}))
             }
-            "key" | "key_down" | "key_up" => {
-                let name: String = param(&params, "key")?.unwrap_or_default();
+            Tool::Key { key: name } => {
                 let k = key("key", &name)?;
-                let which = tool.to_owned();
-                s.run(move |d| match which.as_str() {
-                    "key_down" => d.key_down(k),
-                    "key_up" => d.key_up(k),
-                    _ => d.key(k),
-                })
-                .await?;
-                Ok(json!({"key": name}))
+                session()?.run(move |d| d.key(k)).await?;
+                Ok(json!({ "key": name }))
             }
-            "hotkey" => {
-                let names: Vec<String> = param(&params, "keys")?.unwrap_or_default();
+            Tool::KeyDown { key: name } => {
+                let k = key("key", &name)?;
+                session()?.run(move |d| d.key_down(k)).await?;
+                Ok(json!({ "key": name }))
+            }
+            Tool::KeyUp { key: name } => {
+                let k = key("key", &name)?;
+                session()?.run(move |d| d.key_up(k)).await?;
+                Ok(json!({ "key": name }))
+            }
+            Tool::Hotkey { keys: names } => {
                 let keys =
                     names.iter().enumerate().map(|(i, n)| key(&format!("keys[{i}]"), n)).collect::<Result<Vec<_>>>()?;
-                s.run(move |d| d.hotkey(&keys)).await?;
-                Ok(json!({"keys": names}))
+                session()?.run(move |d| d.hotkey(&keys)).await?;
+                Ok(json!({ "keys": names }))
             }
-            "info" => {
+            Tool::Info {} => {
+                let s = session()?;
                 let (display, size) = (s.display.clone(), s.size);
                 let (depth, pid, shm, xauthority) = s
                     .run(|d| {
@@ -571,7 +609,26 @@ impl Backend for VmBackend {
                     "xauthority": xauthority,
                 }))
             }
-            other => Err(Error::ToolNotFound(format!("vm:{other}"))),
+        }
+    }
+}
+
+/// `vm:wait`: sleeps `seconds`, or until the call's timeout if that comes first (then 2002).
+async fn wait(seconds: f64, timeout: Option<Duration>) -> Result<Value> {
+    let asked = Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    match timeout.filter(|&t| t < asked) {
+        Some(limit) => {
+            tokio::time::sleep(limit).await;
+            let waited = start.elapsed().as_secs_f64();
+            Err(Error::Timeout {
+                message: format!("vm:wait of {seconds}s was cut at the call's timeout after {waited:.3}s"),
+                data: json!({ "waited": waited }),
+            })
+        }
+        None => {
+            tokio::time::sleep(asked).await;
+            Ok(json!({ "waited": seconds }))
         }
     }
 }
