@@ -1,8 +1,9 @@
 //! The configuration file (PROTOCOL.md §7): its shape, `${VAR}` expansion, and building an
 //! [`Engine`] from it.
 //!
-//! The file has the original project's shape; unknown keys are ignored. What each backend does
-//! with its `config` is the backend's; what the server does with `server` and `security` is
+//! The file has the original project's shape; unknown top-level and `server` keys are ignored.
+//! Each backend reads its `config` through its own typed keys (an unknown key there is an error
+//! naming it and listing the known ones); what the server does with `server` and `security` is
 //! `src/http/`'s.
 
 use std::collections::BTreeMap;

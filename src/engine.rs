@@ -765,8 +765,11 @@ impl Engine {
                 self.inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
                 session.settle(Status::Gone);
                 Err(match e {
-                    e
-                    @ (Error::Param { .. } | Error::Policy { .. } | Error::Backend { .. } | Error::Unavailable(_)) => e,
+                    e @ (Error::Param { .. }
+                    | Error::Policy { .. }
+                    | Error::Backend { .. }
+                    | Error::Unavailable(_)
+                    | Error::NotWarmedUp { .. }) => e,
                     other => Error::backend(format!("session creation failed: {other}")),
                 })
             }

@@ -318,7 +318,7 @@ pub fn parse_call<T: DeserializeOwned>(tool: &str, params: Value) -> Result<T> {
     let params = if params.is_null() { Value::Object(Map::new()) } else { params };
     let mut call = Map::new();
     call.insert("tool".into(), tool.into());
-    call.insert("params".into(), params);
+    call.insert("params".into(), integral(params));
     T::deserialize(Value::Object(call)).map_err(|e| Error::param("params", e.to_string()))
 }
 
@@ -334,7 +334,21 @@ pub fn parse_config<T: DeserializeOwned + JsonSchema>(config: &Map<String, Value
     }
     let spec = ToolSpec::new("config", "", params);
     spec.validate(&Value::Object(config.clone()))?;
-    T::deserialize(Value::Object(config.clone())).map_err(|e| Error::param("config", e.to_string()))
+    T::deserialize(integral(Value::Object(config.clone()))).map_err(|e| Error::param("config", e.to_string()))
+}
+
+/// Numbers with no fractional part as integers (`3.0` as `3`), as the checks accept them: serde
+/// reads an integer into a float field, not a float into an integer one.
+fn integral(value: Value) -> Value {
+    match value {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect()),
+        other => other,
+    }
 }
 
 /// The parameters of an object schema, in the order schemars lists its properties.
@@ -458,6 +472,77 @@ mod tests {
         assert_eq!(field_of(s.validate(&json!({"x": 1, "button": "up"}))), "button");
         assert_eq!(field_of(s.validate(&json!({"x": 1, "keys": ["a", 2]}))), "keys[1]");
         assert_eq!(field_of(s.validate(&json!([1]))), "params");
+    }
+
+    #[derive(Debug, PartialEq, serde::Deserialize, JsonSchema)]
+    #[serde(tag = "tool", content = "params", rename_all = "snake_case")]
+    enum Tools {
+        /// Clicks
+        /// somewhere.
+        Click {
+            /// column
+            #[schemars(range(min = 0))]
+            x: i64,
+            /// how many
+            #[serde(default = "one")]
+            n: u8,
+        },
+        /// Waits.
+        #[schemars(extend("x-sessionless" = true))]
+        Wait {},
+        /// Hidden.
+        #[schemars(extend("x-hidden" = true))]
+        Info {},
+    }
+
+    fn one() -> u8 {
+        1
+    }
+
+    #[derive(Debug, serde::Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Config {
+        /// seconds
+        #[schemars(range(min = 1, max = 10))]
+        timeout: Option<u32>,
+        env: Option<std::collections::BTreeMap<String, String>>,
+    }
+
+    #[test]
+    fn tools_declared_as_an_enum() {
+        let specs = tool_specs::<Tools>();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["click", "wait", "info"]);
+        assert_eq!(specs[0].description, "Clicks somewhere.");
+        assert_eq!((specs[1].sessionless, specs[1].hidden, specs[2].hidden), (true, false, true));
+        let schema = specs[0].schema();
+        assert_eq!(schema["required"], json!(["x"]));
+        assert_eq!(schema["properties"]["x"]["minimum"], json!(0));
+        // An integer's own range is published and checked.
+        assert_eq!(
+            (&schema["properties"]["n"]["maximum"], &schema["properties"]["n"]["default"]),
+            (&json!(255), &json!(1))
+        );
+        assert_eq!(field_of(specs[0].validate(&json!({"x": 1, "n": 256}))), "n");
+        // Parsed once; an integral float reads as the integer it is.
+        assert_eq!(parse_call::<Tools>("click", json!({"x": 3.0})).unwrap(), Tools::Click { x: 3, n: 1 });
+        assert_eq!(parse_call::<Tools>("wait", Value::Null).unwrap(), Tools::Wait {});
+    }
+
+    #[test]
+    fn configs_name_the_offending_key_and_list_the_known_ones() {
+        let config = |v: Value| parse_config::<Config>(v.as_object().unwrap());
+        assert!(config(json!({"timeout": 5, "env": {"A": "1"}})).is_ok());
+        match config(json!({"colour": 1})) {
+            Err(Error::Param { field, reason }) => {
+                assert_eq!(field, "colour");
+                assert!(reason.contains("timeout, env") || reason.contains("env, timeout"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(field_of(config(json!({"timeout": 11})).map(drop)), "timeout");
+        assert_eq!(field_of(config(json!({"env": {"A": 1}})).map(drop)), "env.A");
     }
 
     #[test]

@@ -122,7 +122,19 @@ async fn host_unix_sockets_are_out_of_reach() {
             match listener.accept() {
                 Ok((stream, _)) => {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    use std::io::Write;
+                    use std::io::{Read, Write};
+                    // Read the request first: closing with it unread would reset the connection
+                    // before curl reads the answer.
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match (&stream).read(&mut buf) {
+                            Ok(n) if n > 0 => request.extend_from_slice(&buf[..n]),
+                            _ => break,
+                        }
+                    }
                     let _ = (&stream).write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),

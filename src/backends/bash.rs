@@ -58,7 +58,7 @@ use agentflow_bash::{
 
 use crate::backend::{merge_config, state_mut, Backend, CallContext, SessionState};
 use crate::error::{Error, Result};
-use crate::tool::{parse_call, tool_specs, ToolSpec};
+use crate::tool::{parse_call, parse_config, tool_specs, ToolSpec};
 
 /// The bash backend's tools.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -319,94 +319,114 @@ struct SessionConfig {
     jail: Option<JailConfig>,
 }
 
+/// The session config keys, as the config arrives (the module documentation says what each
+/// means); checked against this type's schema, so a wrong key or value is a 1002 naming it.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    /// where the shell starts (must exist)
+    cwd: Option<PathBuf>,
+    /// variables set after the defaults (strings; numbers and booleans are written out)
+    env: Option<Map<String, Value>>,
+    /// the bash to run
+    shell: Option<PathBuf>,
+    /// a command's timeout when bash:run gives none, in seconds
+    #[schemars(range(min = 0.001, max = 86_400))]
+    timeout: Option<f64>,
+    /// output kept per answer (head and tail)
+    #[schemars(range(min = 1024, max = 1_073_741_824))]
+    max_output_bytes: Option<u64>,
+    /// the terminal's rows
+    #[schemars(range(min = 2, max = 10_000))]
+    rows: Option<u16>,
+    /// the terminal's columns
+    #[schemars(range(min = 2, max = 10_000))]
+    cols: Option<u16>,
+    /// "bwrap": the shell runs in a jail
+    isolation: Option<Isolation>,
+    /// share the host's network (jail)
+    network: Option<bool>,
+    /// existing host paths the jail may write to (absolute)
+    writable: Option<Vec<PathBuf>>,
+    /// memory of the session, MiB (jail)
+    #[schemars(range(min = 16, max = 1_073_741_824))]
+    memory_mb: Option<u64>,
+    /// processes at once (jail)
+    #[schemars(range(min = 8, max = 4_194_304))]
+    max_processes: Option<u64>,
+    /// CPU seconds per process (jail)
+    #[schemars(range(min = 1, max = 4_294_967_296u64))]
+    cpu_seconds: Option<u64>,
+    /// largest file written, MiB (jail)
+    #[schemars(range(min = 1, max = 1_073_741_824))]
+    file_size_mb: Option<u64>,
+    /// all files of the work directory together, MiB (jail)
+    #[schemars(range(min = 1, max = 1_073_741_824))]
+    disk_mb: Option<u64>,
+    /// operator only: where session work directories are made (absolute)
+    work_root: Option<PathBuf>,
+    /// operator only: the first host uid jails run as
+    #[schemars(range(min = 1, max = 2_147_483_647))]
+    uid_first: Option<u32>,
+    /// operator only: how many host uids jails may use
+    #[schemars(range(min = 1, max = 16_777_216))]
+    uid_count: Option<u32>,
+}
+
+/// `isolation` of a session config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum Isolation {
+    None,
+    Bwrap,
+}
+
 impl SessionConfig {
     fn parse(config: &Map<String, Value>) -> Result<Self> {
-        let mut shell = ShellConfig::default();
-        let mut timeout = DEFAULT_TIMEOUT;
-        let mut jail = JailConfig::new(PathBuf::new());
-        let mut jailed = false;
-        for (key, value) in config {
-            let bad = |reason: &str| Error::param(key.as_str(), reason.to_owned());
-            let integer = |min: u64, max: u64| {
-                value
-                    .as_u64()
-                    .filter(|n| (min..=max).contains(n))
-                    .ok_or_else(|| bad(&format!("expected an integer from {min} to {max}")))
+        let keys: Keys = parse_config(config)?;
+        let mut shell = ShellConfig { cwd: keys.cwd, ..ShellConfig::default() };
+        for (name, v) in keys.env.unwrap_or_default() {
+            let v = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return Err(Error::param(format!("env.{name}"), "expected a string")),
             };
-            match key.as_str() {
-                "cwd" => {
-                    let dir = value.as_str().ok_or_else(|| bad("expected a directory path (a string)"))?;
-                    shell.cwd = Some(PathBuf::from(dir));
-                }
-                "env" => {
-                    let vars = value.as_object().ok_or_else(|| bad("expected an object of strings"))?;
-                    for (name, v) in vars {
-                        let v = match v {
-                            Value::String(s) => s.clone(),
-                            Value::Number(n) => n.to_string(),
-                            Value::Bool(b) => b.to_string(),
-                            _ => return Err(Error::param(format!("env.{name}"), "expected a string")),
-                        };
-                        if name.is_empty() || name.contains(['=', '\0']) {
-                            return Err(Error::param(format!("env.{name}"), "not a valid variable name"));
-                        }
-                        shell.env.push((name.clone(), v));
-                    }
-                }
-                "shell" => {
-                    shell.program = PathBuf::from(value.as_str().ok_or_else(|| bad("expected a program path"))?);
-                }
-                "timeout" => {
-                    let secs = value.as_f64().filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0);
-                    timeout = Duration::from_secs_f64(secs.ok_or_else(|| bad("expected seconds in (0, 86400]"))?);
-                }
-                "max_output_bytes" => {
-                    let n = value.as_u64().filter(|n| (1024..=1 << 30).contains(n));
-                    shell.max_output_bytes = n.ok_or_else(|| bad("expected an integer from 1024 to 2^30"))? as usize;
-                }
-                "rows" | "cols" => {
-                    let n = value.as_u64().filter(|n| (2..=10_000).contains(n));
-                    let n = n.ok_or_else(|| bad("expected an integer from 2 to 10000"))? as u16;
-                    if key == "rows" {
-                        shell.rows = n;
-                    } else {
-                        shell.cols = n;
-                    }
-                }
-                "isolation" => match value.as_str() {
-                    Some("none") => jailed = false,
-                    Some("bwrap") => jailed = true,
-                    _ => return Err(bad("expected \"none\" or \"bwrap\"")),
-                },
-                "network" => jail.network = value.as_bool().ok_or_else(|| bad("expected true or false"))?,
-                "writable" => {
-                    let paths = value.as_array().ok_or_else(|| bad("expected a list of absolute paths"))?;
-                    jail.writable = paths
-                        .iter()
-                        .map(|p| p.as_str().filter(|p| p.starts_with('/')).map(PathBuf::from))
-                        .collect::<Option<_>>()
-                        .ok_or_else(|| bad("expected a list of absolute paths"))?;
-                }
-                "memory_mb" => jail.limits.memory_mb = integer(16, 1 << 30)?,
-                "max_processes" => jail.limits.max_processes = integer(8, 1 << 22)?,
-                "cpu_seconds" => jail.limits.cpu_seconds = integer(1, 1 << 32)?,
-                "file_size_mb" => jail.limits.file_size_mb = integer(1, 1 << 30)?,
-                "disk_mb" => jail.limits.disk_mb = integer(1, 1 << 30)?,
-                "uid_first" => jail.uids.first = integer(1, u64::from(u32::MAX / 2))? as u32,
-                "uid_count" => jail.uids.count = integer(1, 1 << 24)? as u32,
-                "work_root" => {
-                    let dir = value.as_str().filter(|d| d.starts_with('/'));
-                    jail.root = PathBuf::from(dir.ok_or_else(|| bad("expected an absolute directory path"))?);
-                }
-                _ => {
-                    return Err(bad(
-                        "unknown session config key (known: cwd, env, shell, timeout, max_output_bytes, rows, \
-                         cols, isolation, network, writable, memory_mb, max_processes, cpu_seconds, file_size_mb, \
-                         disk_mb; the operator's: work_root, uid_first, uid_count)",
-                    ))
-                }
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(Error::param(format!("env.{name}"), "not a valid variable name"));
             }
+            shell.env.push((name, v));
         }
+        if let Some(program) = keys.shell {
+            shell.program = program;
+        }
+        shell.max_output_bytes = keys.max_output_bytes.map_or(shell.max_output_bytes, |n| n as usize);
+        shell.rows = keys.rows.unwrap_or(shell.rows);
+        shell.cols = keys.cols.unwrap_or(shell.cols);
+        let timeout = keys.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64);
+        let mut jail = JailConfig::new(PathBuf::new());
+        jail.network = keys.network.unwrap_or(jail.network);
+        if let Some(paths) = keys.writable {
+            if let Some(i) = paths.iter().position(|p| !p.is_absolute()) {
+                return Err(Error::param(format!("writable[{i}]"), "expected an absolute path"));
+            }
+            jail.writable = paths;
+        }
+        let limits = &mut jail.limits;
+        limits.memory_mb = keys.memory_mb.unwrap_or(limits.memory_mb);
+        limits.max_processes = keys.max_processes.unwrap_or(limits.max_processes);
+        limits.cpu_seconds = keys.cpu_seconds.unwrap_or(limits.cpu_seconds);
+        limits.file_size_mb = keys.file_size_mb.unwrap_or(limits.file_size_mb);
+        limits.disk_mb = keys.disk_mb.unwrap_or(limits.disk_mb);
+        jail.uids.first = keys.uid_first.unwrap_or(jail.uids.first);
+        jail.uids.count = keys.uid_count.unwrap_or(jail.uids.count);
+        if let Some(root) = keys.work_root {
+            if !root.is_absolute() {
+                return Err(Error::param("work_root", "expected an absolute directory path"));
+            }
+            jail.root = root;
+        }
+        let jailed = keys.isolation == Some(Isolation::Bwrap);
         Ok(SessionConfig { shell, timeout, jail: jailed.then_some(jail) })
     }
 
@@ -678,7 +698,10 @@ mod tests {
         assert_eq!(field(json!({"max_output_bytes": 10})), "max_output_bytes");
         assert_eq!(field(json!({"isolation": "jail"})), "isolation");
         assert_eq!(field(json!({"network": "yes"})), "network");
-        assert_eq!(field(json!({"writable": ["relative"]})), "writable");
+        assert_eq!(field(json!({"writable": ["relative"]})), "writable[0]");
+        assert_eq!(field(json!({"writable": "/srv"})), "writable");
+        assert_eq!(field(json!({"work_root": "relative"})), "work_root");
+        assert_eq!(field(json!({"uid_count": 0})), "uid_count");
         assert_eq!(field(json!({"memory_mb": "512"})), "memory_mb");
         assert_eq!(field(json!({"max_processes": 1})), "max_processes");
         assert_eq!(field(json!({"cpu_seconds": -1})), "cpu_seconds");

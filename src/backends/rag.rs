@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, CallContext, Scope, SessionState};
 use crate::error::{Error, Result};
-use crate::tool::{parse_call, tool_specs, ToolSpec};
+use crate::tool::{parse_call, parse_config, tool_specs, ToolSpec};
 
 /// The rag backend's tools. `top_k` and `queries` are bounded by the backend's settings
 /// (`max_top_k`, `max_batch`), set on the specs when the backend lists them.
@@ -97,44 +97,68 @@ struct Settings {
     options: Options,
 }
 
+/// The config keys (`resources.rag.config`); checked against this type's schema, so an unknown
+/// key or a mistyped or out-of-range value names the key.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    /// the JSON-lines collection to index at warm-up
+    #[schemars(length(min = 1))]
+    corpus_path: Option<PathBuf>,
+    /// where the index lives on disk (reopened when current)
+    #[schemars(length(min = 1))]
+    index_dir: Option<PathBuf>,
+    /// the ranking: "bm25", the only one built in (checked, nothing else to choose)
+    #[serde(rename = "method")]
+    _method: Option<Method>,
+    /// hits per query when a call does not say
+    #[schemars(range(min = 1, max = 10_000))]
+    default_top_k: Option<u64>,
+    /// most hits one query may ask for
+    #[schemars(range(min = 1, max = 10_000))]
+    max_top_k: Option<u64>,
+    /// most queries in one rag:batch_search
+    #[schemars(range(min = 1, max = 100_000))]
+    max_batch: Option<u64>,
+    /// largest answer of one call, in bytes
+    #[schemars(range(min = 1024, max = 1_073_741_824))]
+    max_answer_bytes: Option<u64>,
+    /// the index writer's memory, in bytes
+    #[schemars(range(min = 15_000_000, max = 68_719_476_736u64))]
+    writer_memory: Option<u64>,
+}
+
+/// `method` of the rag config.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum Method {
+    Bm25,
+}
+
 impl Settings {
     fn parse(config: &Map<String, Value>) -> Result<Settings> {
-        let bad = |key: &str, expected: &str, got: &Value| {
-            Error::Config(format!("rag config '{key}': expected {expected}, got {got}"))
-        };
-        let path = |key: &str| -> Result<Option<PathBuf>> {
-            match config.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if !s.is_empty() => Ok(Some(PathBuf::from(s))),
-                Some(other) => Err(bad(key, "a non-empty path", other)),
-            }
-        };
-        let integer = |key: &str, min: u64, max: u64, default: u64| -> Result<u64> {
-            match config.get(key) {
-                None | Some(Value::Null) => Ok(default),
-                Some(v) => v
-                    .as_u64()
-                    .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
-                    .filter(|n| (min..=max).contains(n))
-                    .ok_or_else(|| bad(key, &format!("an integer in [{min}, {max}]"), v)),
-            }
-        };
-        match config.get("method") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(m)) if m == "bm25" => {}
-            Some(other) => return Err(bad("method", "\"bm25\" (the only ranking built in)", other)),
+        let keys: Keys = parse_config(config).map_err(|e| Error::Config(format!("rag config: {e}")))?;
+        let max_top_k = keys.max_top_k.unwrap_or(MAX_TOP_K as u64) as usize;
+        let default_top_k = keys.default_top_k.unwrap_or(5.min(max_top_k as u64)) as usize;
+        if default_top_k > max_top_k {
+            return Err(Error::Config(format!(
+                "rag config: 'default_top_k' ({default_top_k}) is above max_top_k ({max_top_k})"
+            )));
         }
-        let defaults = Options::default();
-        let writer_memory =
-            integer("writer_memory", agentflow_rag::MIN_WRITER_MEMORY as u64, 64 << 30, defaults.writer_memory as u64)?;
-        let max_top_k = integer("max_top_k", 1, 10_000, MAX_TOP_K as u64)? as usize;
+        let writer_memory = keys.writer_memory.map_or(Options::default().writer_memory, |n| n as usize);
+        if writer_memory < agentflow_rag::MIN_WRITER_MEMORY {
+            return Err(Error::Config(format!(
+                "rag config: 'writer_memory' must be at least {}",
+                agentflow_rag::MIN_WRITER_MEMORY
+            )));
+        }
         Ok(Settings {
-            corpus_path: path("corpus_path")?,
-            default_top_k: integer("default_top_k", 1, max_top_k as u64, 5.min(max_top_k as u64))? as usize,
+            corpus_path: keys.corpus_path,
+            default_top_k,
             max_top_k,
-            max_batch: integer("max_batch", 1, 100_000, MAX_BATCH as u64)? as usize,
-            max_answer_bytes: integer("max_answer_bytes", 1024, 1 << 30, MAX_ANSWER_BYTES as u64)? as usize,
-            options: Options { index_dir: path("index_dir")?, writer_memory: writer_memory as usize },
+            max_batch: keys.max_batch.map_or(MAX_BATCH, |n| n as usize),
+            max_answer_bytes: keys.max_answer_bytes.map_or(MAX_ANSWER_BYTES, |n| n as usize),
+            options: Options { index_dir: keys.index_dir, writer_memory },
         })
     }
 }

@@ -39,7 +39,7 @@ use serde_json::{json, Map, Value};
 
 use crate::backend::{merge_config, state_mut, Backend, CallContext, SessionState};
 use crate::error::{Error, Result};
-use crate::tool::{parse_call, tool_specs, ToolSpec};
+use crate::tool::{parse_call, parse_config, tool_specs, ToolSpec};
 
 /// The vm backend's tools. Points are in screenshot pixels from the top-left corner.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -224,6 +224,23 @@ fn read_size(v: &Value) -> Option<(u32, u32)> {
     Some((side(dims[0])?, side(dims[1])?))
 }
 
+/// The session config keys, as the config arrives; checked against this type's schema, so an
+/// unknown key or a mistyped value is a 1002 naming it.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    /// [width, height] of a private desktop
+    #[schemars(length(min = 2, max = 2))]
+    screen_size: Option<Vec<u64>>,
+    /// bits per pixel of a private desktop: 16 or 24
+    depth: Option<u64>,
+    /// attach to this X display (on allowed_displays) instead of starting a private one
+    display: Option<String>,
+    /// operator only: the displays sessions may attach to (read by `VmBackend::with_policy`)
+    #[serde(rename = "allowed_displays")]
+    _allowed_displays: Option<Vec<String>>,
+}
+
 /// Where a session's desktop comes from.
 #[derive(Debug, Clone, PartialEq)]
 struct DesktopConfig {
@@ -234,27 +251,26 @@ struct DesktopConfig {
 }
 
 impl DesktopConfig {
-    /// Reads a (merged) config; an error names the offending key and why.
-    fn read(config: &Map<String, Value>) -> std::result::Result<DesktopConfig, (&'static str, String)> {
+    /// Reads a (merged) config; an error (1002) names the offending key and why.
+    fn read(config: &Map<String, Value>) -> Result<DesktopConfig> {
+        let keys: Keys = parse_config(config)?;
         let mut out = DesktopConfig { screen_size: (1920, 1080), depth: 24, display: None };
-        match config.get("screen_size") {
-            None | Some(Value::Null) => {}
-            Some(v) => match read_size(v) {
-                Some(size) => out.screen_size = size,
-                None => return Err(("screen_size", format!("expected [width, height] in 1..={MAX_SIDE}, got {v}"))),
-            },
+        if let Some(v) = keys.screen_size.map(|size| json!(size)) {
+            out.screen_size = read_size(&v).ok_or_else(|| {
+                Error::param("screen_size", format!("expected [width, height] in 1..={MAX_SIDE}, got {v}"))
+            })?;
         }
-        match config.get("depth") {
-            None | Some(Value::Null) => {}
-            Some(v) => match v.as_u64() {
-                Some(d @ (16 | 24)) => out.depth = d as u8,
-                _ => return Err(("depth", format!("expected 16 or 24, got {v}"))),
-            },
+        match keys.depth {
+            None => {}
+            Some(d @ (16 | 24)) => out.depth = d as u8,
+            Some(d) => return Err(Error::param("depth", format!("expected 16 or 24, got {d}"))),
         }
-        match config.get("display") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if DisplayName::parse(s).is_some() => out.display = Some(s.clone()),
-            Some(v) => return Err(("display", format!("expected an X display such as \":99\", got {v}"))),
+        match keys.display {
+            None => {}
+            Some(s) if DisplayName::parse(&s).is_some() => out.display = Some(s),
+            Some(s) => {
+                return Err(Error::param("display", format!("expected an X display such as \":99\", got {s:?}")))
+            }
         }
         Ok(out)
     }
@@ -353,7 +369,10 @@ impl VmBackend {
     /// configuration errors.
     pub fn with_policy(defaults: Map<String, Value>, policy: Map<String, Value>) -> Result<Self> {
         let config = |key: &str, reason: String| Error::Config(format!("vm.{key}: {reason}"));
-        let cfg = DesktopConfig::read(&defaults).map_err(|(key, reason)| config(key, reason))?;
+        let cfg = DesktopConfig::read(&defaults).map_err(|e| match e {
+            Error::Param { field, reason } => config(&field, reason),
+            other => other,
+        })?;
         let max_screen = match policy.get("screen_size") {
             None | Some(Value::Null) => DEFAULT_MAX_SCREEN,
             Some(v) => read_size(v).ok_or_else(|| {
@@ -445,7 +464,7 @@ impl Backend for VmBackend {
             ));
         }
         let merged = merge_config(&self.defaults, config);
-        let cfg = DesktopConfig::read(&merged).map_err(|(key, reason)| Error::param(key, reason))?;
+        let cfg = DesktopConfig::read(&merged)?;
         // Before anything starts or connects.
         self.check_policy(&cfg)?;
         let desktop = tokio::task::spawn_blocking(move || match &cfg.display {
@@ -638,7 +657,10 @@ mod tests {
     use super::*;
 
     fn read(v: Value) -> std::result::Result<DesktopConfig, &'static str> {
-        DesktopConfig::read(v.as_object().unwrap()).map_err(|(k, _)| k)
+        DesktopConfig::read(v.as_object().unwrap()).map_err(|e| match e {
+            Error::Param { field, .. } => &*field.leak(),
+            other => panic!("not a parameter error: {other}"),
+        })
     }
 
     #[test]
