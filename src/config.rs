@@ -1,4 +1,4 @@
-//! The configuration file (PROTOCOL.md §7): its shape, `${VAR}` expansion, and building an
+//! The configuration file (docs/protocol.md §7): its shape, `${VAR}` expansion, and building an
 //! [`Engine`] from it.
 //!
 //! The file has the original project's shape; unknown top-level and `server` keys are ignored.

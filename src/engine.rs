@@ -1,7 +1,7 @@
 //! The [`Engine`]: names, parameter checks, sessions, timeouts, panics and the envelope.
 //!
 //! Every call, in-process or over HTTP, goes through here: resolve the tool's name
-//! (PROTOCOL.md §4), check its parameters against the tool's schema, warm the backend up if it
+//! (docs/protocol.md §4), check its parameters against the tool's schema, warm the backend up if it
 //! has not been, find or make the session (§5), run the tool with its timeout and with panics
 //! caught, and wrap the outcome in the envelope (§1). The engine owns the sessions' lifetimes
 //! (reaper, destroy, shutdown); backends own what a session holds.
@@ -397,7 +397,7 @@ impl Engine {
         Ok(guard)
     }
 
-    /// Resolves a tool name (PROTOCOL.md §4) to its index.
+    /// Resolves a tool name (docs/protocol.md §4) to its index.
     fn resolve(&self, name: &str) -> Result<usize> {
         if let Some(&i) = self.inner.aliases.get(name) {
             return Ok(i);
@@ -573,7 +573,7 @@ impl Engine {
         }
     }
 
-    /// Runs a batch (PROTOCOL.md §3): in order, or in parallel with same-session actions still
+    /// Runs a batch (docs/protocol.md §3.3): in order, or in parallel with same-session actions still
     /// in order.
     pub async fn execute_batch(&self, req: BatchRequest) -> Envelope {
         if let Err(e) = check_worker_id(&req.worker_id) {

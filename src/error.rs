@@ -1,4 +1,4 @@
-//! The engine's one error type and its stable numeric codes (PROTOCOL.md §2).
+//! The engine's one error type and its stable numeric codes (docs/protocol.md §2).
 //!
 //! Every failure a caller can see is an [`Error`]; [`Error::code`] is the only place that maps a
 //! variant to its wire code. Mapping codes to HTTP statuses is left to `src/http/`.

@@ -40,8 +40,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
 //! ```
 //!
-//! See `ARCHITECTURE.md` for the map of the code, and `PROTOCOL.md`/`BACKENDS.md` (in `shared/`)
-//! for the contract.
+//! See `ARCHITECTURE.md` for the map of the code, and `docs/protocol.md` (the wire protocol) and
+//! `docs/backends.md` (the tools and their data) for the contract.
 
 pub mod backend;
 pub mod backends;

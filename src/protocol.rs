@@ -1,4 +1,4 @@
-//! The wire types of PROTOCOL.md: the envelope, its meta, and the request bodies.
+//! The wire types of docs/protocol.md: the envelope, its meta, and the request bodies.
 //!
 //! Plain serde structs, always compiled, shared by the in-process API and the HTTP facade, so
 //! that both answer with the same bytes. Routing and status codes are left to `src/http/`.
@@ -11,10 +11,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{code, Error};
 
-/// The answer to every call (PROTOCOL.md §1).
+/// The answer to every call (docs/protocol.md §1).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Envelope {
-    /// 0 on success, else a code of PROTOCOL.md §2.
+    /// 0 on success, else a code of docs/protocol.md §2.
     pub code: u32,
     /// `"success"` or what went wrong.
     pub message: String,

@@ -1,4 +1,4 @@
-//! Sessions: their key, id, lifetime and the table that holds them (PROTOCOL.md §5).
+//! Sessions: their key, id, lifetime and the table that holds them (docs/protocol.md §5).
 //!
 //! A session is one backend state owned by one worker for one resource type. Its state sits behind
 //! a FIFO async mutex, so calls on one session run one at a time in arrival order while calls on

@@ -1,4 +1,4 @@
-//! The `bash` adapter: `bash:run`, `bash:write`, `bash:interrupt` (BACKENDS.md, bash) and the
+//! The `bash` adapter: `bash:run`, `bash:write`, `bash:interrupt` (docs/backends.md, bash) and the
 //! hidden `bash:info` (the shell's pid, isolation and limits), over [`agentflow_bash::Shell`].
 //!
 //! It owns the translation: session config (backend defaults merged with the session's) into a
@@ -644,7 +644,7 @@ fn answer(outcome: Outcome, alive: bool, timeout: Duration) -> Result<Value> {
     Err(Error::Timeout { message, data: data(&outcome) })
 }
 
-/// The tool `data` of BACKENDS.md.
+/// The tool `data` of docs/backends.md.
 fn data(o: &Outcome) -> Value {
     json!({
         "stdout": o.output,

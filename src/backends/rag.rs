@@ -1,7 +1,7 @@
 //! The `rag` adapter: the engine's [`Backend`] over [`agentflow_rag::Index`].
 //!
 //! It owns the tools' parameters and JSON (`rag:search`, `rag:batch_search`, `rag:index`,
-//! `rag:stats`, the `context` string of BACKENDS.md), the backend's config keys, and when the
+//! `rag:stats`, the `context` string of docs/backends.md), the backend's config keys, and when the
 //! index is loaded: [`Backend::warmup`] awaits the load, which runs on a blocking thread and goes
 //! on if the caller stops waiting (the next warm-up waits for the same load). Every call on the
 //! index (search, commit, stats) runs off the runtime's worker threads. Ranking, analysis,

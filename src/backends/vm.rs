@@ -1,4 +1,4 @@
-//! The `vm` adapter: the `vm:` tools of BACKENDS.md over an [`agentflow_vm::Desktop`] per session.
+//! The `vm` adapter: the `vm:` tools of docs/backends.md over an [`agentflow_vm::Desktop`] per session.
 //!
 //! It reads the session config (`screen_size`, `depth`, `display`), checks what a schema cannot
 //! (a point on the screen, a key name that exists, both-or-neither coordinates), runs each

@@ -475,7 +475,7 @@ impl Sandbox {
         }
     }
 
-    /// Runs several tools (PROTOCOL.md §3, batch). A failed action makes it [`Error::Request`],
+    /// Runs several tools (docs/protocol.md §3.3). A failed action makes it [`Error::Request`],
     /// whose envelope still holds every result.
     pub async fn execute_batch(
         &self,

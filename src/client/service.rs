@@ -5,7 +5,7 @@
 //! heartbeat task. Retry rule: a request that failed while connecting never reached the server and
 //! is re-sent whatever it is; one that failed after that is re-sent only when it is idempotent
 //! (reads, session create, refresh, warm-up), so a tool call is never run twice by the client. A
-//! timeout is never retried. What the answers mean is the engine's (PROTOCOL.md).
+//! timeout is never retried. What the answers mean is the engine's (docs/protocol.md).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! The `/api/v1/...` paths of the original Python client whose answers differ from the native
-//! endpoints (PROTOCOL.md §3, "Compatibility"): some not enveloped, some shaped otherwise.
+//! endpoints (docs/protocol.md §3.7): some not enveloped, some shaped otherwise.
 //!
 //! The paths that answer exactly as the native ones are routed to the native handlers in
 //! `mod.rs`; only the reshaping lives here.

@@ -1,7 +1,7 @@
 //! The HTTP facade (feature `http`): the only code that knows HTTP or axum.
 //!
 //! It parses requests, routes them to the [`Engine`], and maps envelope codes to HTTP statuses
-//! (PROTOCOL.md §2, §3). Every endpoint of the user's documents is served, plus the `/api/v1/...`
+//! (docs/protocol.md §2, §3). Every endpoint of the user's documents is served, plus the `/api/v1/...`
 //! paths of the original Python client. A malformed body is a 1002 envelope, never a framework
 //! page (a wrong method on a known path too: 1002 with HTTP 405). Authentication, the body limit
 //! and body timeout, the concurrency limit and the request timeout are one middleware layer in
@@ -100,7 +100,7 @@ struct AppState {
     stop: watch::Sender<bool>,
 }
 
-/// The HTTP status for an envelope code (PROTOCOL.md §2).
+/// The HTTP status for an envelope code (docs/protocol.md §2).
 pub fn status_of(envelope: &Envelope) -> StatusCode {
     match envelope.code {
         code::SUCCESS => StatusCode::OK,

@@ -2,7 +2,7 @@
 """Drives a running agentflow-sandbox server over HTTP as a Python agent would.
 
 Covers the endpoints of seed 002 (/execute, /execute/batch, /session/*, /tools, /health, /warmup,
-/warmup/status) and the /api/v1/... paths of the original Python client (PROTOCOL.md section 3).
+/warmup/status) and the /api/v1/... paths of the original Python client (docs/protocol.md §3).
 Tool calls use only `bash:run` and `rag:search`. Standard library only.
 
     python3 tests/python/test_protocol.py [URL]      # URL default: $AGENTFLOW_URL or http://127.0.0.1:18890
