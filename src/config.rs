@@ -169,14 +169,16 @@ impl Config {
         auth.api_key.as_deref().filter(|k| auth.enabled && !k.is_empty())
     }
 
-    /// Builds the engine: the enabled backends with their defaults, the session limits, and a
-    /// warm-up in the background when `warmup.enabled`. Must be called inside a tokio runtime.
+    /// Builds the engine as the server runs it: the enabled backends with their defaults, the
+    /// session limits, orphans reaped ([`EngineBuilder::reap_orphans`](crate::EngineBuilder::reap_orphans)),
+    /// and a warm-up in the background when `warmup.enabled`. Must be called inside a tokio
+    /// runtime.
     pub fn engine(&self) -> Result<Engine> {
         let ttl = self.server.session_ttl;
         if !(ttl.is_finite() && ttl > 0.0) {
             return Err(Error::Config(format!("server.session_ttl must be positive, got {ttl}")));
         }
-        let mut builder = Engine::builder().session_ttl(Duration::from_secs_f64(ttl));
+        let mut builder = Engine::builder().session_ttl(Duration::from_secs_f64(ttl)).reap_orphans(true);
         builder = builder.max_sessions(self.server.max_sessions.unwrap_or_else(default_max_sessions));
         if let Some(n) = self.server.max_sessions_per_worker {
             builder = builder.max_sessions_per_worker(n);

@@ -88,22 +88,22 @@ struct Inner {
 
 /// Builds an [`Engine`].
 #[derive(Default)]
-pub struct Builder {
+pub struct EngineBuilder {
     backends: Vec<Arc<dyn Backend>>,
     ttl: Option<Duration>,
     max_sessions: Option<usize>,
     max_sessions_per_worker: Option<usize>,
     call_timeout: Option<Duration>,
-    leave_orphans: bool,
+    reap_orphans: bool,
 }
 
-impl std::fmt::Debug for Builder {
+impl std::fmt::Debug for EngineBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder").field("backends", &self.backends.len()).finish()
+        f.debug_struct("EngineBuilder").field("backends", &self.backends.len()).finish()
     }
 }
 
-impl Builder {
+impl EngineBuilder {
     /// Registers a backend.
     pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
         self.backends.push(backend);
@@ -135,10 +135,11 @@ impl Builder {
     }
 
     /// Whether this process becomes a child subreaper and reaps, once a second, the zombies of
-    /// whatever agents' commands orphaned (`src/reaper.rs`). On by default; off leaves orphans
-    /// to the machine's init.
+    /// whatever agents' commands orphaned (`src/reaper.rs`). A process-wide change, so off by
+    /// default for a library; the server (`Config::engine`) turns it on. Off, orphans go to the
+    /// machine's init, which on a container's PID 1 may never reap them.
     pub fn reap_orphans(mut self, reap: bool) -> Self {
-        self.leave_orphans = !reap;
+        self.reap_orphans = reap;
         self
     }
 
@@ -146,7 +147,7 @@ impl Builder {
     pub fn build(self) -> Result<Engine> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("Engine must be built inside a tokio runtime".into()))?;
-        let reap_orphans = !self.leave_orphans;
+        let reap_orphans = self.reap_orphans;
         if reap_orphans {
             if let Err(e) = crate::reaper::become_subreaper() {
                 eprintln!("agentflow-sandbox: cannot become a child subreaper ({e}): orphans go to init");
@@ -357,8 +358,8 @@ fn timeout_param(timeout: Option<f64>) -> Result<Option<Duration>> {
 
 impl Engine {
     /// A builder with no backends.
-    pub fn builder() -> Builder {
-        Builder::default()
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
     }
 
     /// The registered resource types, in registration order.

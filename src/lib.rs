@@ -60,7 +60,7 @@ pub mod http;
 
 pub use backend::{Backend, CallContext, Scope, SessionState};
 pub use config::Config;
-pub use engine::{Builder, Engine};
+pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, Result};
 pub use protocol::Envelope;
 pub use tool::{Kind, Param, ToolSpec};

@@ -189,6 +189,27 @@ pub struct CreateSessionRequest {
     pub custom_name: Option<String>,
 }
 
+impl CreateSessionRequest {
+    /// A session of `resource_type` for `worker_id`, with the backend's default config.
+    pub fn new(worker_id: impl Into<String>, resource_type: impl Into<String>) -> Self {
+        CreateSessionRequest {
+            worker_id: worker_id.into(),
+            resource_type: resource_type.into(),
+            config: None,
+            custom_name: None,
+        }
+    }
+
+    /// Sets the session's config (overrides of the backend's defaults); a JSON object.
+    pub fn config(mut self, config: Value) -> Self {
+        self.config = match config {
+            Value::Object(map) => Some(map),
+            _ => None,
+        };
+        self
+    }
+}
+
 /// `POST /session/destroy` and `/session/refresh` (resource optional there).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRequest {
