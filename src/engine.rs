@@ -574,13 +574,19 @@ impl Engine {
         }
     }
 
-    /// Runs a batch (docs/protocol.md §3.3): in order, or in parallel with same-session actions still
-    /// in order.
+    /// Runs a batch (docs/protocol.md §3.3) and answers one envelope for it.
     pub async fn execute_batch(&self, req: BatchRequest) -> Envelope {
-        if let Err(e) = check_worker_id(&req.worker_id) {
-            return Envelope::error(&e).traced(req.trace_id);
+        let (start, trace_id) = (Instant::now(), req.trace_id.clone());
+        match self.run_batch(req).await {
+            Ok(summary) => summary.batch_envelope(start, trace_id),
+            Err(e) => Envelope::error(&e).traced(trace_id),
         }
-        let start = Instant::now();
+    }
+
+    /// Runs a batch: in order (stopping at the first failure when asked), or in parallel with
+    /// same-session actions still in order. Each action answers its own envelope.
+    pub async fn run_batch(&self, req: BatchRequest) -> Result<Summary> {
+        check_worker_id(&req.worker_id)?;
         let total = req.actions.len();
         let call = |a: BatchAction| ExecuteRequest {
             worker_id: req.worker_id.clone(),
@@ -613,10 +619,8 @@ impl Engine {
             }
             let mut slots: Vec<Option<Envelope>> = vec![None; total];
             while let Some(done) = set.join_next().await {
-                match done {
-                    Ok(lane) => lane.into_iter().for_each(|(i, e)| slots[i] = Some(e)),
-                    Err(e) => return Envelope::error(&Error::Internal(format!("batch lane failed: {e}"))),
-                }
+                let lane = done.map_err(|e| Error::Internal(format!("batch lane failed: {e}")))?;
+                lane.into_iter().for_each(|(i, e)| slots[i] = Some(e));
             }
             results.extend(slots.into_iter().flatten());
         } else {
@@ -629,22 +633,7 @@ impl Engine {
                 }
             }
         }
-        let executed = results.len();
-        let success_count = results.iter().filter(|e| e.is_ok()).count();
-        let first_failure = results.iter().find(|e| !e.is_ok()).map(|e| e.code);
-        let data = json!({
-            "results": results,
-            "total": total,
-            "executed": executed,
-            "success_count": success_count,
-        });
-        let mut envelope = Envelope::ok(data);
-        if let Some(code) = first_failure {
-            envelope.code = code;
-            envelope.message = format!("{} of {} actions failed", executed - success_count, total);
-        }
-        envelope.meta.execution_time_ms = start.elapsed().as_secs_f64() * 1000.0;
-        envelope.traced(req.trace_id)
+        Ok(Summary { results, total })
     }
 
     // ---- sessions --------------------------------------------------------------------------
@@ -689,7 +678,7 @@ impl Engine {
 
     /// Creates several sessions, each with its config; `data.sessions` lists each outcome.
     pub async fn create_sessions(&self, worker_id: &str, resources: Vec<(String, Map<String, Value>)>) -> Envelope {
-        let mut out = Vec::new();
+        let mut results = Vec::new();
         for (resource_type, config) in resources {
             let req = CreateSessionRequest {
                 worker_id: worker_id.to_owned(),
@@ -697,9 +686,9 @@ impl Engine {
                 config: Some(config),
                 custom_name: None,
             };
-            out.push(self.create_session(req).await);
+            results.push(self.create_session(req).await);
         }
-        summarize(out, "sessions")
+        Summary { total: results.len(), results }.sessions_envelope()
     }
 
     fn session_envelope(&self, result: Result<Value>, start: Instant, resource: &str) -> Envelope {
@@ -803,11 +792,11 @@ impl Engine {
 
     /// Destroys several of a worker's sessions; `data.sessions` lists each outcome.
     pub async fn destroy_sessions(&self, worker_id: &str, resource_types: &[&str]) -> Envelope {
-        let mut out = Vec::new();
+        let mut results = Vec::new();
         for r in resource_types {
-            out.push(self.destroy_session(worker_id, r).await);
+            results.push(self.destroy_session(worker_id, r).await);
         }
-        summarize(out, "sessions")
+        Summary { total: results.len(), results }.sessions_envelope()
     }
 
     /// Destroys every session of a worker (its disconnect); answers `sessions_cleaned`.
@@ -1037,9 +1026,21 @@ impl Engine {
     /// every session if asked, and shuts the backends down. Answers `sessions_cleaned`.
     /// Sessions are always released by the time the engine is dropped.
     pub async fn shutdown(&self, force: bool, cleanup_sessions: bool) -> Envelope {
+        let stopped = self.stop(force, cleanup_sessions).await;
+        let mut data = json!({ "sessions_cleaned": stopped.sessions_cleaned });
+        if stopped.already_stopping {
+            data["already_stopping"] = json!(true);
+        }
+        Envelope::ok(data).traced(None)
+    }
+
+    /// Stops the engine: refuses new calls (5002), waits for running ones (cancels them with
+    /// `force`), destroys every session (with `cleanup_sessions` or `force`), shuts the backends
+    /// down.
+    pub async fn stop(&self, force: bool, cleanup_sessions: bool) -> Stopped {
         let inner = &*self.inner;
         if inner.stopping.swap(true, Ordering::AcqRel) {
-            return Envelope::ok(json!({"sessions_cleaned": 0, "already_stopping": true})).traced(None);
+            return Stopped { sessions_cleaned: 0, already_stopping: true };
         }
         if force {
             inner.cancel.send_replace(true);
@@ -1077,7 +1078,7 @@ impl Engine {
         if inner.reap_orphans {
             let _ = tokio::task::spawn_blocking(crate::reaper::reap_orphans).await;
         }
-        Envelope::ok(json!({"sessions_cleaned": cleaned})).traced(None)
+        Stopped { sessions_cleaned: cleaned, already_stopping: false }
     }
 }
 
@@ -1090,19 +1091,69 @@ impl Drop for Inner {
     }
 }
 
-/// One envelope for several: code 0 if all succeeded, else the first failure's code.
-fn summarize(envelopes: Vec<Envelope>, key: &str) -> Envelope {
-    let total = envelopes.len();
-    let ok = envelopes.iter().filter(|e| e.is_ok()).count();
-    let first_failure = envelopes.iter().find(|e| !e.is_ok()).map(|e| e.code);
-    let data: Vec<Value> = envelopes
-        .into_iter()
-        .map(|e| if e.is_ok() { e.data } else { json!({"code": e.code, "message": e.message, "data": e.data}) })
-        .collect();
-    let mut envelope = Envelope::ok(json!({ key: data, "total": total, "success_count": ok }));
-    if let Some(code) = first_failure {
-        envelope.code = code;
-        envelope.message = format!("{} of {} failed", total - ok, total);
+/// Several answers given as one: a batch's actions, or several creates or destroys.
+#[derive(Debug)]
+pub struct Summary {
+    /// Each answer, in order (fewer than `total` when a batch stopped at a failure).
+    pub results: Vec<Envelope>,
+    /// How many were asked for.
+    pub total: usize,
+}
+
+impl Summary {
+    /// How many succeeded.
+    pub fn succeeded(&self) -> usize {
+        self.results.iter().filter(|e| e.is_ok()).count()
     }
-    envelope.traced(None)
+
+    /// Whether some succeeded and some failed (HTTP 207).
+    pub fn is_partial(&self) -> bool {
+        let ok = self.succeeded();
+        ok > 0 && ok < self.results.len()
+    }
+
+    /// Code 0 if all succeeded, else the first failure's code, and how many failed.
+    fn envelope(&self, data: Value, what: &str) -> Envelope {
+        let mut envelope = Envelope::ok(data);
+        if let Some(first) = self.results.iter().find(|e| !e.is_ok()) {
+            envelope.code = first.code;
+            envelope.message = format!("{} of {} {what}failed", self.results.len() - self.succeeded(), self.total);
+        }
+        envelope
+    }
+
+    /// A batch's answer: every action's envelope, `total`, `executed`, `success_count`.
+    pub fn batch_envelope(self, start: Instant, trace_id: Option<String>) -> Envelope {
+        let data = json!({
+            "total": self.total,
+            "executed": self.results.len(),
+            "success_count": self.succeeded(),
+        });
+        let mut envelope = self.envelope(data, "actions ");
+        envelope.data["results"] = json!(self.results);
+        envelope.meta.execution_time_ms = start.elapsed().as_secs_f64() * 1000.0;
+        envelope.traced(trace_id)
+    }
+
+    /// Several creates or destroys: `sessions` (each one's data, or its code, message and data
+    /// when it failed), `total`, `success_count`.
+    pub fn sessions_envelope(self) -> Envelope {
+        let mut envelope = self.envelope(json!({"total": self.total, "success_count": self.succeeded()}), "");
+        let sessions: Vec<Value> = self
+            .results
+            .into_iter()
+            .map(|e| if e.is_ok() { e.data } else { json!({"code": e.code, "message": e.message, "data": e.data}) })
+            .collect();
+        envelope.data["sessions"] = json!(sessions);
+        envelope.traced(None)
+    }
+}
+
+/// What [`Engine::stop`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Sessions destroyed.
+    pub sessions_cleaned: usize,
+    /// Whether a shutdown had already begun (this call then did nothing).
+    pub already_stopping: bool,
 }

@@ -37,6 +37,88 @@ pub mod code {
     pub const SHUTTING_DOWN: u32 = 5002;
 }
 
+/// The kind of an error: its wire code, and the finer distinctions the HTTP facade maps to
+/// statuses (a busy session is 409, a destroyed one 410, a policy refusal 403), so that no
+/// layer reads them back out of an answer's `data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 1001.
+    ToolNotFound,
+    /// 1002.
+    Param,
+    /// 1003: no such session, or a broken one.
+    Session,
+    /// 1003: busy past the caller's wait, or a program still running in it.
+    SessionBusy,
+    /// 1003: destroyed during the call.
+    SessionDestroyed,
+    /// 1004.
+    WorkerNotFound,
+    /// 1005.
+    ResourceNotFound,
+    /// 1006: missing or wrong credentials.
+    NotPermitted,
+    /// 1006: refused by the operator's policy.
+    Policy,
+    /// 2001.
+    Backend,
+    /// 2002.
+    Timeout,
+    /// 2003.
+    NotWarmedUp,
+    /// 2004.
+    Unavailable,
+    /// 5000.
+    Internal,
+    /// 5001.
+    Config,
+    /// 5002.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    /// The numeric code on the wire.
+    pub fn wire(self) -> u32 {
+        match self {
+            ErrorCode::ToolNotFound => code::TOOL_NOT_FOUND,
+            ErrorCode::Param => code::PARAM,
+            ErrorCode::Session | ErrorCode::SessionBusy | ErrorCode::SessionDestroyed => code::SESSION,
+            ErrorCode::WorkerNotFound => code::WORKER_NOT_FOUND,
+            ErrorCode::ResourceNotFound => code::RESOURCE_NOT_FOUND,
+            ErrorCode::NotPermitted | ErrorCode::Policy => code::NOT_PERMITTED,
+            ErrorCode::Backend => code::BACKEND,
+            ErrorCode::Timeout => code::TIMEOUT,
+            ErrorCode::NotWarmedUp => code::NOT_WARMED_UP,
+            ErrorCode::Unavailable => code::UNAVAILABLE,
+            ErrorCode::Internal => code::INTERNAL,
+            ErrorCode::Config => code::CONFIG,
+            ErrorCode::ShuttingDown => code::SHUTTING_DOWN,
+        }
+    }
+
+    /// The kind a wire code stands for, without the finer distinctions (an answer read back
+    /// from the wire); `None` for 0 and unknown codes.
+    pub fn from_wire(n: u32) -> Option<ErrorCode> {
+        Some(match n {
+            code::TOOL_NOT_FOUND => ErrorCode::ToolNotFound,
+            code::PARAM => ErrorCode::Param,
+            code::SESSION => ErrorCode::Session,
+            code::WORKER_NOT_FOUND => ErrorCode::WorkerNotFound,
+            code::RESOURCE_NOT_FOUND => ErrorCode::ResourceNotFound,
+            code::NOT_PERMITTED => ErrorCode::NotPermitted,
+            code::BACKEND => ErrorCode::Backend,
+            code::TIMEOUT => ErrorCode::Timeout,
+            code::NOT_WARMED_UP => ErrorCode::NotWarmedUp,
+            code::UNAVAILABLE => ErrorCode::Unavailable,
+            code::INTERNAL => ErrorCode::Internal,
+            code::CONFIG => ErrorCode::Config,
+            code::SHUTTING_DOWN => ErrorCode::ShuttingDown,
+            _ => return None,
+        })
+    }
+}
+
 /// What went wrong, as the caller sees it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -143,23 +225,31 @@ impl Error {
         Error::Backend { message: message.into(), data: Value::Null }
     }
 
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorCode {
+        match self {
+            Error::ToolNotFound(_) | Error::AmbiguousTool { .. } => ErrorCode::ToolNotFound,
+            Error::Param { .. } => ErrorCode::Param,
+            Error::Session(_) => ErrorCode::Session,
+            Error::SessionBusy(_) => ErrorCode::SessionBusy,
+            Error::Destroyed(_) => ErrorCode::SessionDestroyed,
+            Error::WorkerNotFound(_) => ErrorCode::WorkerNotFound,
+            Error::ResourceNotFound(_) => ErrorCode::ResourceNotFound,
+            Error::NotPermitted(_) => ErrorCode::NotPermitted,
+            Error::Policy { .. } => ErrorCode::Policy,
+            Error::Backend { .. } => ErrorCode::Backend,
+            Error::Timeout { .. } => ErrorCode::Timeout,
+            Error::NotWarmedUp { .. } => ErrorCode::NotWarmedUp,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Internal(_) => ErrorCode::Internal,
+            Error::Config(_) => ErrorCode::Config,
+            Error::ShuttingDown => ErrorCode::ShuttingDown,
+        }
+    }
+
     /// The wire code of this error.
     pub fn code(&self) -> u32 {
-        match self {
-            Error::ToolNotFound(_) | Error::AmbiguousTool { .. } => code::TOOL_NOT_FOUND,
-            Error::Param { .. } => code::PARAM,
-            Error::Session(_) | Error::SessionBusy(_) | Error::Destroyed(_) => code::SESSION,
-            Error::WorkerNotFound(_) => code::WORKER_NOT_FOUND,
-            Error::ResourceNotFound(_) => code::RESOURCE_NOT_FOUND,
-            Error::NotPermitted(_) | Error::Policy { .. } => code::NOT_PERMITTED,
-            Error::Backend { .. } => code::BACKEND,
-            Error::Timeout { .. } => code::TIMEOUT,
-            Error::NotWarmedUp { .. } => code::NOT_WARMED_UP,
-            Error::Unavailable(_) => code::UNAVAILABLE,
-            Error::Internal(_) => code::INTERNAL,
-            Error::Config(_) => code::CONFIG,
-            Error::ShuttingDown => code::SHUTTING_DOWN,
-        }
+        self.kind().wire()
     }
 
     /// The `data` of the error envelope: what helps the caller act.

@@ -60,8 +60,8 @@ pub mod http;
 
 pub use backend::{Backend, CallContext, Scope, SessionState};
 pub use config::Config;
-pub use engine::{Engine, EngineBuilder};
-pub use error::{Error, Result};
+pub use engine::{Engine, EngineBuilder, Stopped, Summary};
+pub use error::{Error, ErrorCode, Result};
 pub use protocol::Envelope;
 pub use tool::{Kind, Param, ToolSpec};
 

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::{code, Error};
+use crate::error::{code, Error, ErrorCode};
 
 /// The answer to every call (docs/protocol.md §1).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -24,6 +24,10 @@ pub struct Envelope {
     /// Where and how long.
     #[serde(default)]
     pub meta: Meta,
+    /// The error's kind, for the HTTP facade's status (not on the wire; `None` on success and
+    /// in an envelope read back from the wire).
+    #[serde(skip)]
+    pub kind: Option<ErrorCode>,
 }
 
 /// The envelope's `meta`.
@@ -48,7 +52,7 @@ pub struct Meta {
 impl Envelope {
     /// A success carrying `data`.
     pub fn ok(data: Value) -> Self {
-        Envelope { code: code::SUCCESS, message: "success".into(), data, meta: Meta::default() }
+        Envelope { code: code::SUCCESS, message: "success".into(), data, meta: Meta::default(), kind: None }
     }
 
     /// A failure: the error's code, message and data.
@@ -57,7 +61,7 @@ impl Envelope {
             Value::Null => Value::Object(Map::new()),
             d => d,
         };
-        Envelope { code: err.code(), message: err.to_string(), data, meta: Meta::default() }
+        Envelope { code: err.code(), message: err.to_string(), data, meta: Meta::default(), kind: Some(err.kind()) }
     }
 
     /// From a result.

@@ -464,7 +464,21 @@ impl BashSession {
                 Some(jail) => jail.wrap(&self.config.shell),
                 None => self.config.shell.clone(),
             };
-            let shell = Shell::spawn(config).await.map_err(shell_error)?;
+            let mut attempt = 1;
+            let shell = loop {
+                match Shell::spawn(config.clone()).await {
+                    // bwrap binds the host's mounts recursively; another session's work
+                    // directory (a tmpfs) mounted or unmounted at that instant fails the
+                    // remount with EINVAL. A rare race under load: start again.
+                    Err(agentflow_bash::Error::Spawn(reason))
+                        if self.jail.is_some() && reason.contains("Unable to apply mount flags") && attempt < 5 =>
+                    {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
+                    }
+                    other => break other.map_err(shell_error)?,
+                }
+            };
             if let Some(tracker) = &self.tracker {
                 // bash has forked nothing yet (its set-up runs builtins only): joining now
                 // counts every process it will start. A small pseudo-file write.

@@ -63,9 +63,7 @@ pub(super) async fn warmup_status(State(s): State<AppState>) -> Response {
 }
 
 pub(super) async fn shutdown(State(s): State<AppState>, Body(req): Body<ShutdownRequest>) -> Response {
-    let envelope = s.engine.shutdown(req.force, req.cleanup_sessions).await;
-    s.stop.send_replace(true);
-    let cleaned = envelope.data.get("sessions_cleaned").cloned().unwrap_or(json!(0));
+    let cleaned = super::stop_server(&s, &req).await.sessions_cleaned;
     json_response(
         StatusCode::OK,
         &json!({"status": "success", "message": "Server shutdown initiated", "sessions_cleaned": cleaned}),

@@ -31,12 +31,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
-use crate::error::{code, Error};
+use crate::error::{Error, ErrorCode};
 use crate::protocol::{
     BatchRequest, CreateSessionRequest, Envelope, ExecuteRequest, SessionRequest, ShutdownRequest, WarmupRequest,
     WorkerRequest,
@@ -102,18 +102,24 @@ struct AppState {
 
 /// The HTTP status for an envelope code (docs/protocol.md §2).
 pub fn status_of(envelope: &Envelope) -> StatusCode {
-    match envelope.code {
-        code::SUCCESS => StatusCode::OK,
-        code::TOOL_NOT_FOUND | code::WORKER_NOT_FOUND | code::RESOURCE_NOT_FOUND => StatusCode::NOT_FOUND,
-        code::PARAM => StatusCode::BAD_REQUEST,
-        code::SESSION if envelope.data.get("busy") == Some(&Value::Bool(true)) => StatusCode::CONFLICT,
-        code::SESSION if envelope.data.get("destroyed") == Some(&Value::Bool(true)) => StatusCode::GONE,
-        code::SESSION => StatusCode::NOT_FOUND,
-        code::NOT_PERMITTED if envelope.data.get("policy") == Some(&Value::Bool(true)) => StatusCode::FORBIDDEN,
-        code::NOT_PERMITTED => StatusCode::UNAUTHORIZED,
-        code::BACKEND => StatusCode::BAD_GATEWAY,
-        code::TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
-        code::NOT_WARMED_UP | code::UNAVAILABLE | code::SHUTTING_DOWN => StatusCode::SERVICE_UNAVAILABLE,
+    if envelope.is_ok() {
+        return StatusCode::OK;
+    }
+    match envelope.kind.or_else(|| ErrorCode::from_wire(envelope.code)) {
+        Some(ErrorCode::ToolNotFound | ErrorCode::WorkerNotFound | ErrorCode::ResourceNotFound) => {
+            StatusCode::NOT_FOUND
+        }
+        Some(ErrorCode::Param) => StatusCode::BAD_REQUEST,
+        Some(ErrorCode::SessionBusy) => StatusCode::CONFLICT,
+        Some(ErrorCode::SessionDestroyed) => StatusCode::GONE,
+        Some(ErrorCode::Session) => StatusCode::NOT_FOUND,
+        Some(ErrorCode::Policy) => StatusCode::FORBIDDEN,
+        Some(ErrorCode::NotPermitted) => StatusCode::UNAUTHORIZED,
+        Some(ErrorCode::Backend) => StatusCode::BAD_GATEWAY,
+        Some(ErrorCode::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+        Some(ErrorCode::NotWarmedUp | ErrorCode::Unavailable | ErrorCode::ShuttingDown) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -362,10 +368,16 @@ async fn execute_batch(State(s): State<AppState>, headers: HeaderMap, Body(mut r
     if req.worker_id.is_empty() {
         req.worker_id = "default".into();
     }
-    let envelope = s.engine.execute_batch(req).await;
-    let some_ok = envelope.data.get("success_count").and_then(Value::as_u64).unwrap_or(0) > 0;
-    let status = if !envelope.is_ok() && some_ok { StatusCode::MULTI_STATUS } else { status_of(&envelope) };
-    json_response(status, &envelope)
+    let (start, trace_id) = (std::time::Instant::now(), req.trace_id.clone());
+    match s.engine.run_batch(req).await {
+        Ok(summary) => {
+            let partial = summary.is_partial();
+            let envelope = summary.batch_envelope(start, trace_id);
+            let status = if partial { StatusCode::MULTI_STATUS } else { status_of(&envelope) };
+            json_response(status, &envelope)
+        }
+        Err(e) => Reply(Envelope::error(&e).traced(trace_id)).into_response(),
+    }
 }
 
 async fn session_create(
@@ -423,9 +435,19 @@ async fn warmup_status(State(s): State<AppState>) -> Response {
 /// Stops the engine (draining or cancelling calls, destroying sessions), answers, then lets the
 /// server stop.
 async fn shutdown(State(s): State<AppState>, Body(req): Body<ShutdownRequest>) -> Response {
-    let envelope = s.engine.shutdown(req.force, req.cleanup_sessions).await;
+    let stopped = stop_server(&s, &req).await;
+    let mut data = json!({ "sessions_cleaned": stopped.sessions_cleaned });
+    if stopped.already_stopping {
+        data["already_stopping"] = json!(true);
+    }
+    Reply(Envelope::ok(data).traced(None)).into_response()
+}
+
+/// `/shutdown` and its compatibility path: stops the engine, then lets the server stop.
+async fn stop_server(s: &AppState, req: &ShutdownRequest) -> crate::engine::Stopped {
+    let stopped = s.engine.stop(req.force, req.cleanup_sessions).await;
     s.stop.send_replace(true);
-    Reply(envelope).into_response()
+    stopped
 }
 
 async fn health() -> Response {
