@@ -195,7 +195,7 @@ impl Config {
             tokio::spawn(async move {
                 let report = engine.warmup(&names).await;
                 if !report.is_ok() {
-                    eprintln!("agentflow-sandbox: warm-up at start failed: {}", report.message);
+                    tracing::warn!("warm-up at start failed: {}", report.message);
                 }
             });
         }

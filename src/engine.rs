@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Map, Value};
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 use crate::backend::{Backend, CallContext, Scope, SessionState};
 use crate::error::{Error, Result};
@@ -150,7 +151,7 @@ impl EngineBuilder {
         let reap_orphans = self.reap_orphans;
         if reap_orphans {
             if let Err(e) = crate::reaper::become_subreaper() {
-                eprintln!("agentflow-sandbox: cannot become a child subreaper ({e}): orphans go to init");
+                tracing::warn!("cannot become a child subreaper ({e}): orphans go to init");
             }
         }
         let mut slots = Vec::new();
@@ -377,15 +378,19 @@ impl Engine {
     /// Runs one tool call and answers with its envelope.
     pub async fn execute_request(&self, req: ExecuteRequest) -> Envelope {
         let start = Instant::now();
+        let span = crate::logging::call_span(&req.worker_id, &req.action);
         let mut meta = Meta::default();
         let result = match self.enter() {
-            Ok(_guard) => self.run(&req.worker_id, &req.action, req.params, req.timeout, &mut meta).await,
+            Ok(_guard) => {
+                self.run(&req.worker_id, &req.action, req.params, req.timeout, &mut meta).instrument(span.clone()).await
+            }
             Err(e) => Err(e),
         };
         let mut envelope = Envelope::from_result(result);
         meta.execution_time_ms = start.elapsed().as_secs_f64() * 1000.0;
         meta.trace_id = req.trace_id.unwrap_or_else(new_trace_id);
         envelope.meta = meta;
+        crate::logging::call_ended(&span, &envelope);
         envelope
     }
 
@@ -669,11 +674,14 @@ impl Engine {
     pub async fn create_session(&self, req: CreateSessionRequest) -> Envelope {
         let start = Instant::now();
         let resource = req.resource_type.clone();
+        let span = crate::logging::session_span("create", &req.worker_id, &resource);
         let result = match self.enter() {
-            Ok(_g) => self.create(req).await,
+            Ok(_g) => self.create(req).instrument(span.clone()).await,
             Err(e) => Err(e),
         };
-        self.session_envelope(result, start, &resource)
+        let envelope = self.session_envelope(result, start, &resource);
+        crate::logging::session_ended(&span, &envelope);
+        envelope
     }
 
     /// Creates several sessions, each with its config; `data.sessions` lists each outcome.
@@ -769,6 +777,7 @@ impl Engine {
     /// Destroys a worker's session of a resource type.
     pub async fn destroy_session(&self, worker_id: &str, resource_type: &str) -> Envelope {
         let start = Instant::now();
+        let span = crate::logging::session_span("destroy", worker_id, resource_type);
         let result = async {
             check_worker_id(worker_id)?;
             self.slot_of(resource_type)?;
@@ -786,8 +795,11 @@ impl Engine {
             self.destroy_temporaries(temporaries).await;
             Ok(json!({"session_id": id, "resource_type": resource_type, "temporary": true}))
         }
+        .instrument(span.clone())
         .await;
-        self.session_envelope(result, start, resource_type)
+        let envelope = self.session_envelope(result, start, resource_type);
+        crate::logging::session_ended(&span, &envelope);
+        envelope
     }
 
     /// Destroys several of a worker's sessions; `data.sessions` lists each outcome.
@@ -859,7 +871,7 @@ impl Engine {
         )
         .await;
         if let Err(e) = destroyed {
-            eprintln!("agentflow-sandbox: {e}");
+            tracing::error!("{e}");
         }
         self.inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
     }

@@ -48,6 +48,7 @@ pub mod backends;
 pub mod config;
 mod engine;
 pub mod error;
+mod logging;
 pub mod protocol;
 mod reaper;
 mod session;

@@ -1,42 +1,67 @@
-//! The `agentflow-sandbox` binary: `agentflow-sandbox serve [--config FILE] [--host H] [--port P]`.
+//! The `agentflow-sandbox` binary: `agentflow-sandbox serve [--config FILE] [--host H] [--port P]
+//! [--log-format text|json]`.
 //!
 //! Reads the config (or the defaults: bash, vm and rag on 127.0.0.1:18890), builds the engine,
 //! serves it over HTTP until `/shutdown`, SIGINT or SIGTERM, then destroys every session, stops
-//! the backends and exits 0. Everything else is the library's.
+//! the backends and exits 0. Logs go to stderr through `tracing`, filtered by `RUST_LOG`
+//! (default `info`), as text or one JSON object per line. Everything else is the library's.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentflow_sandbox::http::{serve, Options};
 use agentflow_sandbox::Config;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing::{error, info, warn};
 
-const USAGE: &str = "usage: agentflow-sandbox serve [--config FILE] [--host HOST] [--port PORT]";
-
-struct Args {
-    config: Option<PathBuf>,
-    host: Option<String>,
-    port: Option<u16>,
+#[derive(Parser)]
+#[command(name = "agentflow-sandbox", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
-    match it.next().as_deref() {
-        Some("serve") => {}
-        Some("-h" | "--help") => return Err(USAGE.into()),
-        Some("--version" | "-V") => return Err(format!("agentflow-sandbox {}", env!("CARGO_PKG_VERSION"))),
-        _ => return Err(USAGE.into()),
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the engine over HTTP until /shutdown, SIGINT or SIGTERM.
+    ///
+    /// Logs go to stderr; `RUST_LOG` filters them (default `info`; e.g.
+    /// `RUST_LOG=agentflow_sandbox=debug` adds a line per tool call).
+    #[command(display_name = "agentflow-sandbox")]
+    Serve(Args),
+}
+
+#[derive(clap::Args)]
+struct Args {
+    /// The JSON config file (default: built-in defaults: bash, vm and rag on 127.0.0.1:18890).
+    #[arg(short, long, value_name = "FILE", env = "AGENTFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// The address to listen on, instead of the config's server.host.
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// The port to listen on, instead of the config's server.port (0: any free port).
+    #[arg(short, long, value_name = "PORT")]
+    port: Option<u16>,
+    /// How log lines look: text for people, json for one JSON object per line.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the stderr subscriber: `RUST_LOG` (invalid directives ignored) or `info`.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_span_list(false).init(),
     }
-    let mut args = Args { config: None, host: None, port: None };
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        match flag.as_str() {
-            "--config" | "-c" => args.config = Some(value.into()),
-            "--host" => args.host = Some(value),
-            "--port" | "-p" => args.port = Some(value.parse().map_err(|_| format!("--port: not a port: {value}"))?),
-            other => return Err(format!("unknown option {other}\n{USAGE}")),
-        }
-    }
-    Ok(args)
 }
 
 async fn terminated() {
@@ -64,22 +89,22 @@ async fn run(args: Args) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     if options.api_key.is_none() && !local.ip().is_loopback() {
-        eprintln!(
-            "agentflow-sandbox: WARNING: listening on {local} WITHOUT an API key: anyone who reaches this \
-             port can run shell commands. Set security.auth in the config or AGENTFLOW_API_KEY."
+        warn!(
+            "listening on {local} WITHOUT an API key: anyone who reaches this port can run shell commands. \
+             Set security.auth in the config or AGENTFLOW_API_KEY."
         );
     }
     if let Some(warning) = unjailed_warning(&config.server.host, &config) {
-        eprintln!("agentflow-sandbox: WARNING: {warning}");
+        warn!("{warning}");
     }
     let engine = config.engine().map_err(|e| e.to_string())?;
-    eprintln!(
+    info!(
         "agentflow-sandbox {} listening on http://{local} (backends: {})",
         env!("CARGO_PKG_VERSION"),
         engine.backend_names().join(", ")
     );
     serve(listener, engine, options, terminated()).await.map_err(|e| e.to_string())?;
-    eprintln!("agentflow-sandbox: stopped");
+    info!("stopped");
     Ok(())
 }
 
@@ -109,24 +134,19 @@ fn unjailed_warning(host: &str, config: &Config) -> Option<String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(2);
-        }
-    };
+    let Command::Serve(args) = Cli::parse().command;
+    init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("agentflow-sandbox: cannot start the runtime: {e}");
+            error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("agentflow-sandbox: {msg}");
+            error!("{msg}");
             ExitCode::FAILURE
         }
     }
@@ -135,6 +155,12 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn loopback_hosts_are_told_apart() {

@@ -31,6 +31,20 @@ pub async fn create_session(engine: &Engine, worker: &str, resource: &str, confi
     engine.create_session(req).await
 }
 
+/// POSTs `body` to `path` of a server on 127.0.0.1:`port` (a real binary's) and parses its answer.
+#[cfg(feature = "http")]
+#[allow(dead_code)]
+pub fn post_to(port: u16, path: &str, body: &Value) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = body.to_string();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
 // ---- processes, directories and jails (isolation and security tests) ------------------------
 
 #[cfg(feature = "bash")]

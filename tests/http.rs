@@ -390,25 +390,13 @@ async fn the_config_caps_live_sessions_with_2004() {
 /// The `agentflow-sandbox` binary, stopped by `/shutdown`, exits 0 and leaves no process behind.
 #[cfg(feature = "bash")]
 mod binary {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use serde_json::{json, Value};
+    use serde_json::json;
 
-    fn request(port: u16, path: &str, body: &Value) -> Value {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let body = body.to_string();
-        write!(
-            s,
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap()
-    }
+    use crate::common::post_to as request;
 
     /// Every live (not zombie) descendant of `root`, from `/proc`.
     fn descendants(root: u32) -> Vec<u32> {

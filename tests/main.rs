@@ -5,6 +5,8 @@ mod engine;
 
 #[cfg(feature = "bash")]
 mod bash;
+#[cfg(all(feature = "http", feature = "bash"))]
+mod cli;
 #[cfg(all(feature = "client", feature = "http"))]
 mod client;
 #[cfg(feature = "http")]

@@ -323,7 +323,7 @@ impl Sandbox {
                 };
                 match &released {
                     Err(e) if !e.is_transport() => {
-                        eprintln!("agentflow-sandbox client: releasing worker {}'s sessions: {e}", self.worker_id)
+                        tracing::warn!("releasing worker {}'s sessions: {e}", self.worker_id)
                     }
                     _ => {}
                 }
@@ -647,7 +647,7 @@ impl Drop for Sandbox {
             match (self.runtime.get(), current) {
                 (Some(runtime), Err(_)) => {
                     if let Err(e) = runtime.block_on(self.close()) {
-                        eprintln!("agentflow-sandbox client: closing on drop: {e}");
+                        tracing::warn!("closing on drop: {e}");
                     }
                 }
                 (_, Ok(handle)) => {

@@ -127,7 +127,7 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Err(e) = terminate(&mut child) {
-                eprintln!("agentflow-sandbox client: cannot stop the server it started: {e}");
+                tracing::warn!("cannot stop the server it started: {e}");
             }
         }
     }

@@ -501,7 +501,7 @@ async fn serve_connections(listener: TcpListener, router: Router, header_timeout
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     // Out of descriptors or memory: accepting again at once would spin.
-                    eprintln!("agentflow-sandbox: accept failed: {e}");
+                    tracing::error!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
