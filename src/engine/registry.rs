@@ -1,0 +1,238 @@
+//! Building the engine and what it serves: the [`EngineBuilder`], the registry of tool names
+//! (full, `.`/`-`/`_` spellings, short names), the `/tools` listings, and warm-up.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::{json, Map, Value};
+use tokio::sync::{watch, Notify};
+
+use crate::backend::{Backend, Scope};
+use crate::error::{Error, Result};
+use crate::protocol::Envelope;
+use crate::session::Table;
+
+use super::sessions::reap;
+use super::{Engine, Inner, Slot, Tool};
+
+/// Builds an [`Engine`].
+#[derive(Default)]
+pub struct EngineBuilder {
+    backends: Vec<Arc<dyn Backend>>,
+    ttl: Option<Duration>,
+    max_sessions: Option<usize>,
+    max_sessions_per_worker: Option<usize>,
+    call_timeout: Option<Duration>,
+    reap_orphans: bool,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder").field("backends", &self.backends.len()).finish()
+    }
+}
+
+impl EngineBuilder {
+    /// Registers a backend.
+    pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backends.push(backend);
+        self
+    }
+
+    /// Session time-to-live after the last activity (default 300 s).
+    pub fn session_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// At most this many live sessions in all (temporary ones included).
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = Some(n);
+        self
+    }
+
+    /// At most this many sessions per worker.
+    pub fn max_sessions_per_worker(mut self, n: usize) -> Self {
+        self.max_sessions_per_worker = Some(n);
+        self
+    }
+
+    /// A timeout for calls that give none (default: none; backends bound their own work).
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether this process becomes a child subreaper and reaps, once a second, the zombies of
+    /// whatever agents' commands orphaned (`src/reaper.rs`). A process-wide change, so off by
+    /// default for a library; the server (`Config::engine`) turns it on. Off, orphans go to the
+    /// machine's init, which on a container's PID 1 may never reap them.
+    pub fn reap_orphans(mut self, reap: bool) -> Self {
+        self.reap_orphans = reap;
+        self
+    }
+
+    /// Builds the engine and starts its session reaper. Must be called inside a tokio runtime.
+    pub fn build(self) -> Result<Engine> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Config("Engine must be built inside a tokio runtime".into()))?;
+        let reap_orphans = self.reap_orphans;
+        if reap_orphans {
+            if let Err(e) = crate::reaper::become_subreaper() {
+                tracing::warn!("cannot become a child subreaper ({e}): orphans go to init");
+            }
+        }
+        let mut slots = Vec::new();
+        let mut by_resource = HashMap::new();
+        let mut tools = Vec::new();
+        let mut aliases = HashMap::new();
+        let mut short: HashMap<String, Vec<usize>> = HashMap::new();
+        for backend in self.backends {
+            let name = backend.name().to_owned();
+            if name.is_empty() || name.contains([':', '.', '-', '_']) {
+                return Err(Error::Config(format!("backend name '{name}' must be non-empty, without : . - _")));
+            }
+            if by_resource.insert(name.clone(), slots.len()).is_some() {
+                return Err(Error::Config(format!("two backends are named '{name}'")));
+            }
+            for spec in backend.tools() {
+                let full = format!("{name}:{}", spec.name);
+                let index = tools.len();
+                for sep in [':', '.', '-', '_'] {
+                    aliases.insert(format!("{name}{sep}{}", spec.name), index);
+                }
+                short.entry(spec.name.to_owned()).or_default().push(index);
+                let listing = json!({
+                    "name": full,
+                    "description": spec.description,
+                    "resource_type": name,
+                    "parameters": spec.schema(),
+                });
+                tools.push(Tool { slot: slots.len(), spec, full, listing });
+            }
+            slots.push(Slot {
+                scope: backend.scope(),
+                backend,
+                name,
+                warmed: AtomicBool::new(false),
+                warming: tokio::sync::Mutex::new(None),
+            });
+        }
+        let ttl = self.ttl.unwrap_or(Duration::from_secs(300));
+        let inner = Arc::new(Inner {
+            slots,
+            by_resource,
+            tools,
+            aliases,
+            short,
+            sessions: RwLock::new(Table::default()),
+            temporaries: Mutex::new(HashMap::new()),
+            live_sessions: AtomicUsize::new(0),
+            next_session: AtomicU64::new(1),
+            ttl,
+            max_sessions: self.max_sessions,
+            max_sessions_per_worker: self.max_sessions_per_worker,
+            call_timeout: self.call_timeout,
+            reap_orphans,
+            stopping: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            cancel: watch::channel(false).0,
+            reaper: Mutex::new(None),
+        });
+        let tick = (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let reaper = runtime.spawn(reap(Arc::downgrade(&inner), tick));
+        *inner.reaper.lock() = Some(reaper);
+        Ok(Engine { inner })
+    }
+}
+
+impl Engine {
+    /// A builder with no backends.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// Every tool with its JSON Schema; hidden ones only when asked.
+    pub fn list_tools(&self, include_hidden: bool) -> Envelope {
+        let tools: Vec<&Value> =
+            self.inner.tools.iter().filter(|t| include_hidden || !t.spec.hidden).map(|t| &t.listing).collect();
+        Envelope::ok(json!({"tools": tools, "total": tools.len()})).traced(None)
+    }
+
+    /// The tools as the original project's `/api/v1/tools` listed them.
+    pub fn tool_summaries(&self, include_hidden: bool) -> Vec<Value> {
+        self.inner
+            .tools
+            .iter()
+            .filter(|t| include_hidden || !t.spec.hidden)
+            .map(|t| {
+                let slot = &self.inner.slots[t.slot];
+                json!({
+                    "name": t.spec.name,
+                    "full_name": t.full,
+                    "resource_type": slot.name,
+                    "stateless": slot.scope == Scope::Shared,
+                    "description": t.spec.description,
+                    "hidden": t.spec.hidden,
+                })
+            })
+            .collect()
+    }
+
+    /// One tool's listing with its schema, by any name that resolves to it.
+    pub fn tool_schema(&self, name: &str) -> Result<Value> {
+        let t = &self.inner.tools[self.resolve(name)?];
+        let mut v = t.listing.clone();
+        v["short_name"] = json!(t.spec.name);
+        v["hidden"] = json!(t.spec.hidden);
+        Ok(v)
+    }
+
+    /// Warms the named backends (all when empty). `data.backends` gives each outcome; the code
+    /// is 2003 if any failed, 1005 if a name is unknown.
+    pub async fn warmup(&self, backends: &[String]) -> Envelope {
+        let start = Instant::now();
+        let names: Vec<String> = if backends.is_empty() { self.backend_names() } else { backends.to_vec() };
+        let mut report = Map::new();
+        let mut first_error = None;
+        for name in &names {
+            let slot = match self.slot_of(name) {
+                Ok(s) => s,
+                Err(e) => return Envelope::error(&e).traced(None),
+            };
+            let entry = match self.ensure_warm(slot).await {
+                Ok(()) => json!({"loaded": true, "warmed_up": true}),
+                Err(e) => {
+                    let text = match &e {
+                        Error::NotWarmedUp { reason, .. } => reason.clone(),
+                        other => other.to_string(),
+                    };
+                    first_error.get_or_insert(e);
+                    json!({"loaded": true, "warmed_up": false, "error": text})
+                }
+            };
+            report.insert(name.clone(), entry);
+        }
+        let data = json!({"backends": report});
+        let mut envelope = match first_error {
+            None => Envelope::ok(data),
+            Some(e) => Envelope { data, ..Envelope::error(&e) },
+        };
+        envelope.meta.execution_time_ms = start.elapsed().as_secs_f64() * 1000.0;
+        envelope.traced(None)
+    }
+
+    /// Each backend's warm-up state.
+    pub fn warmup_status(&self) -> Envelope {
+        let mut report = Map::new();
+        for slot in &self.inner.slots {
+            report.insert(slot.name.clone(), json!({"loaded": true, "warmed_up": slot.warmed.load(Ordering::Acquire)}));
+        }
+        Envelope::ok(json!({"backends": report})).traced(None)
+    }
+}

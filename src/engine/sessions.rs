@@ -1,0 +1,421 @@
+//! Sessions' lifetimes: create (one per worker and resource type, inserted already locked so
+//! concurrent callers wait for the outcome), destroy (abandoning the running call), expiry (the
+//! reaper task), listing and status, and shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tracing::Instrument;
+
+use crate::backend::{Scope, SessionState};
+use crate::error::{Error, Result};
+use crate::protocol::{check_worker_id, rfc3339, CreateSessionRequest, Envelope};
+use crate::session::{Session, Status, Table};
+
+use super::batch::Summary;
+use super::call::catching;
+use super::{Engine, Inner};
+
+/// Destroys expired sessions, and reaps orphaned zombies, until the engine is gone or stopped.
+pub(super) async fn reap(engine: Weak<Inner>, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(inner) = engine.upgrade() else { return };
+        if inner.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        if inner.reap_orphans {
+            let _ = tokio::task::spawn_blocking(crate::reaper::reap_orphans).await;
+        }
+        let engine = Engine { inner };
+        let now = Instant::now();
+        let expired: Vec<_> = engine
+            .inner
+            .sessions
+            .read()
+            .all()
+            .into_iter()
+            .filter(|s| s.status() == Status::Active && s.expired(now))
+            .collect();
+        for session in expired {
+            // A session in the middle of a call is not idle: leave it for a later tick.
+            let Ok(guard) = session.state.clone().try_lock_owned() else { continue };
+            if !session.expired(Instant::now()) || !engine.inner.sessions.write().remove_exact(&session) {
+                continue;
+            }
+            engine.release(&session, guard).await;
+        }
+    }
+}
+
+impl Engine {
+    pub(super) fn slot_of(&self, resource: &str) -> Result<usize> {
+        self.inner.by_resource.get(resource).copied().ok_or_else(|| Error::ResourceNotFound(resource.to_owned()))
+    }
+
+    pub(super) fn session_id(&self, resource: &str, worker: &str) -> String {
+        let n = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        format!("{resource}_{worker}_{n:03}")
+    }
+
+    /// Takes one place under the global cap, and under the worker's cap when `table` is given.
+    pub(super) fn reserve(&self, worker: &str, table: Option<&Table>) -> Result<()> {
+        let inner = &*self.inner;
+        if let (Some(max), Some(table)) = (inner.max_sessions_per_worker, table) {
+            if table.worker_count(worker) >= max {
+                return Err(Error::Unavailable(format!(
+                    "max_sessions_per_worker reached: worker '{worker}' has {max} sessions"
+                )));
+            }
+        }
+        let live = inner.live_sessions.fetch_add(1, Ordering::AcqRel);
+        if let Some(max) = inner.max_sessions.filter(|&m| live >= m) {
+            inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Unavailable(format!("max_sessions reached: {max} sessions are live")));
+        }
+        Ok(())
+    }
+
+    /// Creates a worker's session of a resource type, or returns the one it has.
+    pub async fn create_session(&self, req: CreateSessionRequest) -> Envelope {
+        let start = Instant::now();
+        let resource = req.resource_type.clone();
+        let span = crate::logging::session_span("create", &req.worker_id, &resource);
+        let result = match self.enter() {
+            Ok(_g) => self.create(req).instrument(span.clone()).await,
+            Err(e) => Err(e),
+        };
+        let envelope = self.session_envelope(result, start, &resource);
+        crate::logging::session_ended(&span, &envelope);
+        envelope
+    }
+
+    /// Creates several sessions, each with its config; `data.sessions` lists each outcome.
+    pub async fn create_sessions(&self, worker_id: &str, resources: Vec<(String, Map<String, Value>)>) -> Envelope {
+        let mut results = Vec::new();
+        for (resource_type, config) in resources {
+            let req = CreateSessionRequest {
+                worker_id: worker_id.to_owned(),
+                resource_type,
+                config: Some(config),
+                custom_name: None,
+            };
+            results.push(self.create_session(req).await);
+        }
+        Summary { total: results.len(), results }.sessions_envelope()
+    }
+
+    pub(super) fn session_envelope(&self, result: Result<Value>, start: Instant, resource: &str) -> Envelope {
+        let mut envelope = Envelope::from_result(result);
+        envelope.meta.resource_type = Some(resource.to_owned());
+        envelope.meta.session_id = envelope.data.get("session_id").and_then(Value::as_str).map(str::to_owned);
+        envelope.meta.execution_time_ms = start.elapsed().as_secs_f64() * 1000.0;
+        envelope.traced(None)
+    }
+
+    pub(super) async fn create(&self, req: CreateSessionRequest) -> Result<Value> {
+        let slot_index = self.slot_of(&req.resource_type)?;
+        let slot = &self.inner.slots[slot_index];
+        if slot.scope == Scope::Shared {
+            return Ok(json!({
+                "session_id": null,
+                "session_name": null,
+                "session_status": "shared",
+                "resource_type": slot.name,
+            }));
+        }
+        self.ensure_warm(slot_index).await?;
+        let worker = req.worker_id.as_str();
+        check_worker_id(worker)?;
+        let (session, guard) = {
+            let mut table = self.inner.sessions.write();
+            match table.get(worker, &slot.name) {
+                Some(s) => (s.clone(), None),
+                None => {
+                    self.reserve(worker, Some(&table))?;
+                    let id = self.session_id(&slot.name, worker);
+                    let name = req.custom_name.clone().unwrap_or_else(|| id.clone());
+                    let s = Arc::new(Session::new(id, name, worker, &slot.name, slot_index, self.inner.ttl));
+                    let guard = s.state.clone().try_lock_owned().expect("a new session's lock is free");
+                    table.insert(s.clone());
+                    (s, Some(guard))
+                }
+            }
+        };
+        let describe = |s: &Session| {
+            json!({
+                "session_id": s.id,
+                "session_name": s.name,
+                "session_status": "active",
+                "resource_type": s.resource,
+            })
+        };
+        let Some(mut guard) = guard else {
+            return if session.settled().await {
+                Ok(describe(&session))
+            } else {
+                Err(Error::Session(format!("session {} failed to start; try again", session.id)))
+            };
+        };
+        let config = req.config.unwrap_or_default();
+        match catching(slot.backend.create_session(&config), "session creation").await {
+            Ok(state) => {
+                *guard = Some(state);
+                session.settle(Status::Active);
+                Ok(describe(&session))
+            }
+            Err(e) => {
+                self.inner.sessions.write().remove_exact(&session);
+                self.inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
+                session.settle(Status::Gone);
+                Err(match e {
+                    e @ (Error::Param { .. }
+                    | Error::Policy { .. }
+                    | Error::Backend { .. }
+                    | Error::Unavailable(_)
+                    | Error::NotWarmedUp { .. }) => e,
+                    other => Error::backend(format!("session creation failed: {other}")),
+                })
+            }
+        }
+    }
+
+    /// Destroys a worker's session of a resource type.
+    pub async fn destroy_session(&self, worker_id: &str, resource_type: &str) -> Envelope {
+        let start = Instant::now();
+        let span = crate::logging::session_span("destroy", worker_id, resource_type);
+        let result = async {
+            check_worker_id(worker_id)?;
+            self.slot_of(resource_type)?;
+            let session = self.inner.sessions.read().get(worker_id, resource_type).cloned();
+            if let Some(session) = session {
+                self.destroy(&session).await;
+                return Ok(json!({"session_id": session.id, "resource_type": session.resource}));
+            }
+            // Only temporary sessions, of calls running now: they are abandoned.
+            let temporaries = self.temporaries(worker_id, Some(resource_type));
+            let Some(first) = temporaries.first() else {
+                return Err(Error::Session(format!("worker '{worker_id}' has no '{resource_type}' session")));
+            };
+            let id = first.id.clone();
+            self.destroy_temporaries(temporaries).await;
+            Ok(json!({"session_id": id, "resource_type": resource_type, "temporary": true}))
+        }
+        .instrument(span.clone())
+        .await;
+        let envelope = self.session_envelope(result, start, resource_type);
+        crate::logging::session_ended(&span, &envelope);
+        envelope
+    }
+
+    /// Destroys several of a worker's sessions; `data.sessions` lists each outcome.
+    pub async fn destroy_sessions(&self, worker_id: &str, resource_types: &[&str]) -> Envelope {
+        let mut results = Vec::new();
+        for r in resource_types {
+            results.push(self.destroy_session(worker_id, r).await);
+        }
+        Summary { total: results.len(), results }.sessions_envelope()
+    }
+
+    /// Destroys every session of a worker (its disconnect); answers `sessions_cleaned`.
+    pub async fn destroy_worker(&self, worker_id: &str) -> Envelope {
+        if let Err(e) = check_worker_id(worker_id) {
+            return Envelope::error(&e).traced(None);
+        }
+        let sessions = self.inner.sessions.read().worker(worker_id);
+        for s in &sessions {
+            self.destroy(s).await;
+        }
+        let temporaries = self.temporaries(worker_id, None);
+        let cleaned = sessions.len() + temporaries.len();
+        self.destroy_temporaries(temporaries).await;
+        Envelope::ok(json!({"worker_id": worker_id, "sessions_cleaned": cleaned})).traced(None)
+    }
+
+    /// Removes a session from the table, abandons the call running in it (and those waiting),
+    /// and releases it.
+    pub(super) async fn destroy(&self, session: &Arc<Session>) {
+        if self.inner.sessions.write().remove_exact(session) {
+            session.mark_destroyed();
+            let guard = session.state.clone().lock_owned().await;
+            self.release(session, guard).await;
+        }
+    }
+
+    /// The temporary sessions of a worker's running calls (of one resource type, or all).
+    pub(super) fn temporaries(&self, worker: &str, resource: Option<&str>) -> Vec<Arc<Session>> {
+        let all = self.inner.temporaries.lock();
+        let list = all.get(worker).map(Vec::as_slice).unwrap_or_default();
+        list.iter().filter(|s| resource.is_none_or(|r| s.resource == r)).cloned().collect()
+    }
+
+    /// Abandons the calls of temporary sessions and waits until each is released.
+    pub(super) async fn destroy_temporaries(&self, sessions: Vec<Arc<Session>>) {
+        for s in &sessions {
+            s.mark_destroyed();
+        }
+        for s in &sessions {
+            s.gone().await;
+        }
+    }
+
+    pub(super) async fn release(
+        &self,
+        session: &Session,
+        mut guard: tokio::sync::OwnedMutexGuard<Option<SessionState>>,
+    ) {
+        session.settle(Status::Gone);
+        if let Some(state) = guard.take() {
+            self.destroy_state(session.backend, state).await;
+        }
+    }
+
+    pub(super) async fn destroy_state(&self, slot: usize, state: SessionState) {
+        let backend = &self.inner.slots[slot].backend;
+        let destroyed = catching(
+            Box::pin(async move {
+                backend.destroy_session(state).await;
+                Ok(())
+            }),
+            "session destroy",
+        )
+        .await;
+        if let Err(e) = destroyed {
+            tracing::error!("{e}");
+        }
+        self.inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A worker's sessions.
+    pub async fn list_sessions(&self, worker_id: &str) -> Envelope {
+        if let Err(e) = check_worker_id(worker_id) {
+            return Envelope::error(&e).traced(None);
+        }
+        let sessions: Vec<Value> = self.inner.sessions.read().worker(worker_id).iter().map(|s| s.describe()).collect();
+        Envelope::ok(json!({"sessions": sessions, "worker_id": worker_id, "total": sessions.len()})).traced(None)
+    }
+
+    /// Extends a worker's session of `resource_type` (or all of its sessions) to now + TTL.
+    pub async fn refresh_sessions(&self, worker_id: &str, resource_type: Option<&str>) -> Envelope {
+        let result = (|| {
+            check_worker_id(worker_id)?;
+            let sessions = match resource_type {
+                Some(r) => {
+                    self.slot_of(r)?;
+                    let s = self.inner.sessions.read().get(worker_id, r).cloned();
+                    vec![s.ok_or_else(|| Error::Session(format!("worker '{worker_id}' has no '{r}' session")))?]
+                }
+                None => self.inner.sessions.read().worker(worker_id),
+            };
+            let refreshed: Vec<Value> = sessions
+                .iter()
+                .map(|s| {
+                    s.touch(self.inner.ttl);
+                    json!({"resource_type": s.resource, "session_id": s.id, "expires_at": rfc3339(s.expires_at())})
+                })
+                .collect();
+            Ok(json!({"refreshed": refreshed}))
+        })();
+        Envelope::from_result(result).traced(None)
+    }
+
+    /// A worker's state: its sessions and what tools exist.
+    pub fn status(&self, worker_id: &str) -> Envelope {
+        if let Err(e) = check_worker_id(worker_id) {
+            return Envelope::error(&e).traced(None);
+        }
+        let sessions = self.inner.sessions.read().worker(worker_id);
+        let mut by_type = Map::new();
+        for s in &sessions {
+            by_type.insert(
+                s.resource.clone(),
+                json!({
+                    "session_id": s.id,
+                    "status": s.status_name(),
+                    "created_at": rfc3339(s.created_at),
+                    "last_activity": rfc3339(s.last_activity()),
+                }),
+            );
+        }
+        let active: Vec<&String> = sessions.iter().map(|s| &s.resource).collect();
+        Envelope::ok(json!({
+            "worker_id": worker_id,
+            "active_resources": active,
+            "sessions": by_type,
+            "tools_available": self.inner.tools.len(),
+        }))
+        .traced(None)
+    }
+
+    /// Stops taking calls, lets running ones finish (or cancels them with `force`), destroys
+    /// every session if asked, and shuts the backends down. Answers `sessions_cleaned`.
+    /// Sessions are always released by the time the engine is dropped.
+    pub async fn shutdown(&self, force: bool, cleanup_sessions: bool) -> Envelope {
+        let stopped = self.stop(force, cleanup_sessions).await;
+        let mut data = json!({ "sessions_cleaned": stopped.sessions_cleaned });
+        if stopped.already_stopping {
+            data["already_stopping"] = json!(true);
+        }
+        Envelope::ok(data).traced(None)
+    }
+
+    /// Stops the engine: refuses new calls (5002), waits for running ones (cancels them with
+    /// `force`), destroys every session (with `cleanup_sessions` or `force`), shuts the backends
+    /// down.
+    pub async fn stop(&self, force: bool, cleanup_sessions: bool) -> Stopped {
+        let inner = &*self.inner;
+        if inner.stopping.swap(true, Ordering::AcqRel) {
+            return Stopped { sessions_cleaned: 0, already_stopping: true };
+        }
+        if force {
+            inner.cancel.send_replace(true);
+        }
+        loop {
+            let idle = inner.idle.notified();
+            if inner.inflight.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            idle.await;
+        }
+        let mut cleaned = 0;
+        if cleanup_sessions || force {
+            let all = inner.sessions.read().all();
+            for s in &all {
+                self.destroy(s).await;
+            }
+            cleaned = all.len();
+        }
+        for slot in &inner.slots {
+            let backend = &slot.backend;
+            let _ = catching(
+                Box::pin(async move {
+                    backend.shutdown().await;
+                    Ok(())
+                }),
+                "backend shutdown",
+            )
+            .await;
+        }
+        inner.stopped.store(true, Ordering::Release);
+        if let Some(reaper) = inner.reaper.lock().take() {
+            reaper.abort();
+        }
+        if inner.reap_orphans {
+            let _ = tokio::task::spawn_blocking(crate::reaper::reap_orphans).await;
+        }
+        Stopped { sessions_cleaned: cleaned, already_stopping: false }
+    }
+}
+
+/// What [`Engine::stop`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Sessions destroyed.
+    pub sessions_cleaned: usize,
+    /// Whether a shutdown had already begun (this call then did nothing).
+    pub already_stopping: bool,
+}
