@@ -7,10 +7,14 @@ mod engine;
 mod bash;
 #[cfg(all(feature = "client", feature = "http"))]
 mod client;
+#[cfg(feature = "bash")]
+mod faults;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "bash")]
-mod isolation;
+mod jail;
+#[cfg(feature = "bash")]
+mod load;
 #[cfg(feature = "rag")]
 mod rag;
 #[cfg(feature = "bash")]
