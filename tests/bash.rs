@@ -7,81 +7,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentflow_sandbox::backends::bash::BashBackend;
-use agentflow_sandbox::protocol::{CreateSessionRequest, ExecuteRequest};
+use agentflow_sandbox::protocol::ExecuteRequest;
 use agentflow_sandbox::{Engine, Envelope};
 use serde_json::{json, Map, Value};
+
+use crate::common::{command_ok, create_session, eventually, in_process_table, pids_with, stat, status_kib, temp_dir};
 
 fn engine() -> Engine {
     Engine::builder().backend(Arc::new(BashBackend::new(Map::new()).unwrap())).build().unwrap()
 }
 
 async fn create(engine: &Engine, worker: &str, config: Value) -> Envelope {
-    let req: CreateSessionRequest =
-        serde_json::from_value(json!({"worker_id": worker, "resource_type": "bash", "config": config})).unwrap();
-    engine.create_session(req).await
+    create_session(engine, worker, "bash", config).await
 }
 
 async fn run(engine: &Engine, worker: &str, params: Value) -> Envelope {
     engine.execute(worker, "bash:run", params).await
 }
 
-/// Runs a command that must succeed, and returns its stdout.
-async fn ok(engine: &Engine, worker: &str, command: &str) -> String {
-    let e = run(engine, worker, json!({"command": command, "timeout": 20})).await;
-    assert_eq!(e.code, 0, "{command}: {} {}", e.message, e.data);
-    e.data["stdout"].as_str().unwrap().to_owned()
-}
-
 fn stdout(e: &Envelope) -> &str {
     e.data["stdout"].as_str().unwrap_or_else(|| panic!("no stdout in {}", e.data))
-}
-
-/// The pids whose command line contains `needle` (read from /proc, not from the code under test).
-fn pids_with(needle: &str) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-/// Whether `/proc/<pid>` still exists (a zombie counts: it is still in the process table).
-fn in_process_table(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn state_of(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
-async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    cond()
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("agentflow-bash-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test]
@@ -89,18 +34,18 @@ async fn state_persists_across_calls() {
     let engine = engine();
     let dir = temp_dir("state");
     assert_eq!(create(&engine, "st", json!({})).await.code, 0);
-    ok(&engine, "st", &format!("cd {}", dir.display())).await;
-    ok(&engine, "st", "export GREETING=hello; greet() { echo \"$GREETING, $1\"; }").await;
-    assert_eq!(ok(&engine, "st", "greet world; pwd").await, format!("hello, world\n{}\n", dir.display()));
+    command_ok(&engine, "st", &format!("cd {}", dir.display())).await;
+    command_ok(&engine, "st", "export GREETING=hello; greet() { echo \"$GREETING, $1\"; }").await;
+    assert_eq!(command_ok(&engine, "st", "greet world; pwd").await, format!("hello, world\n{}\n", dir.display()));
     let e = run(&engine, "st", json!({"command": "true"})).await;
     assert_eq!(e.data["cwd"], json!(dir.display().to_string()));
     // A real virtualenv, activated in one call, active in the next.
-    ok(&engine, "st", "python3 -m venv --without-pip venv").await;
-    ok(&engine, "st", "source venv/bin/activate").await;
-    let out = ok(&engine, "st", "echo $VIRTUAL_ENV; command -v python").await;
+    command_ok(&engine, "st", "python3 -m venv --without-pip venv").await;
+    command_ok(&engine, "st", "source venv/bin/activate").await;
+    let out = command_ok(&engine, "st", "echo $VIRTUAL_ENV; command -v python").await;
     assert_eq!(out, format!("{0}/venv\n{0}/venv/bin/python\n", dir.display()));
     // stdout and stderr together, in order.
-    assert_eq!(ok(&engine, "st", "echo out; echo err >&2; echo out2").await, "out\nerr\nout2\n");
+    assert_eq!(command_ok(&engine, "st", "echo out; echo err >&2; echo out2").await, "out\nerr\nout2\n");
     engine.shutdown(false, true).await;
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -114,8 +59,8 @@ async fn exit_codes_are_exact() {
         assert_eq!((e.code, &e.data["exit_code"]), (0, &json!(code)), "{command}: {}", e.data);
     }
     // `$?` carries over to the next call.
-    ok(&engine, "ec", "(exit 7)").await;
-    assert_eq!(ok(&engine, "ec", "echo $?").await, "7\n");
+    command_ok(&engine, "ec", "(exit 7)").await;
+    assert_eq!(command_ok(&engine, "ec", "echo $?").await, "7\n");
     // 130 when interrupted.
     let e = run(&engine, "ec", json!({"command": "sleep 100", "timeout": 0.3, "on_timeout": "keep"})).await;
     assert_eq!((e.code, &e.data["running"]), (0, &json!(true)), "{}", e.data);
@@ -144,7 +89,7 @@ async fn nothing_hangs_a_call_past_its_timeout() {
         assert!(took < Duration::from_secs(2), "{command}: took {took:?}");
         assert_eq!(e.code, 2002, "{command}: {} {}", e.message, e.data);
         assert_eq!((&e.data["timed_out"], &e.data["running"]), (&json!(true), &json!(false)), "{command}");
-        assert_eq!(ok(&engine, "hang", "echo ok").await, "ok\n", "after {command}");
+        assert_eq!(command_ok(&engine, "hang", "echo ok").await, "ok\n", "after {command}");
     }
     let e = run(&engine, "hang", json!({"command": "echo before; sleep 100", "timeout": 1})).await;
     assert_eq!((stdout(&e), &e.data["exit_code"]), ("before\n", &json!(130)));
@@ -153,10 +98,13 @@ async fn nothing_hangs_a_call_past_its_timeout() {
     let e = run(&engine, "hang", json!({"command": "trap '' INT; while :; do :; done", "timeout": 1})).await;
     assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
     assert_eq!((e.code, &e.data["running"]), (2002, &json!(false)), "{}", e.message);
-    assert_eq!(ok(&engine, "hang", "echo fresh").await, "fresh\n");
+    assert_eq!(command_ok(&engine, "hang", "echo fresh").await, "fresh\n");
     // A background job that keeps the terminal open does not hold the call.
     let start = Instant::now();
-    assert_eq!(ok(&engine, "hang", "(sleep 30 &); sleep 31 & echo started").await.lines().last(), Some("started"));
+    assert_eq!(
+        command_ok(&engine, "hang", "(sleep 30 &); sleep 31 & echo started").await.lines().last(),
+        Some("started")
+    );
     assert!(start.elapsed() < Duration::from_secs(2));
     engine.shutdown(false, true).await;
 }
@@ -165,10 +113,10 @@ async fn nothing_hangs_a_call_past_its_timeout() {
 async fn huge_output_is_bounded() {
     let engine = engine();
     assert_eq!(create(&engine, "big", json!({"max_output_bytes": 65536})).await.code, 0);
-    ok(&engine, "big", "true").await;
-    let before = rss_kib();
+    command_ok(&engine, "big", "true").await;
+    let before = status_kib("VmRSS:");
     let e = run(&engine, "big", json!({"command": "yes | head -c 50000000; echo; echo end", "timeout": 60})).await;
-    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    let grown_mib = status_kib("VmRSS:").saturating_sub(before) / 1024;
     assert_eq!(e.code, 0, "{} {}", e.message, e.data);
     let out = stdout(&e);
     assert_eq!(e.data["truncated"], json!(true));
@@ -189,7 +137,7 @@ async fn pagers_never_block() {
     // The programs this test is about must be there (CI installs them): fail loudly if not.
     let e = run(&engine, "pg", json!({"command": "command -v git man less more"})).await;
     assert_eq!(e.data["exit_code"], json!(0), "missing system packages (git, man-db, less): {}", e.data);
-    ok(&engine, "pg", "git init -q . && for i in $(seq 1 60); do echo $i > f; git add f; git -c user.name=a -c user.email=a@b commit -qm \"commit $i\"; done").await;
+    command_ok(&engine, "pg", "git init -q . && for i in $(seq 1 60); do echo $i > f; git add f; git -c user.name=a -c user.email=a@b commit -qm \"commit $i\"; done").await;
     for command in [
         "git log",
         "git log -p | head -c 100000 > /dev/null; git log --oneline",
@@ -203,8 +151,8 @@ async fn pagers_never_block() {
         assert_eq!(e.code, 0, "{command}: {} {}", e.message, e.data);
         assert_eq!(e.data["timed_out"], json!(false), "{command}");
     }
-    assert!(ok(&engine, "pg", "git log --oneline | wc -l").await.trim() == "60");
-    assert!(ok(&engine, "pg", "seq 1 5000 | less | tail -n 1").await == "5000\n");
+    assert!(command_ok(&engine, "pg", "git log --oneline | wc -l").await.trim() == "60");
+    assert!(command_ok(&engine, "pg", "seq 1 5000 | less | tail -n 1").await == "5000\n");
     engine.shutdown(false, true).await;
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -214,7 +162,7 @@ async fn text_is_clean_utf8() {
     let engine = engine();
     assert_eq!(create(&engine, "u8", json!({})).await.code, 0);
     // A character split across two reads of the terminal.
-    let out = ok(
+    let out = command_ok(
         &engine,
         "u8",
         "printf '\\xe2\\x82'; sleep 0.2; printf '\\xac and \\xf0\\x9f'; sleep 0.2; printf '\\x98\\x80\\n'",
@@ -222,7 +170,7 @@ async fn text_is_clean_utf8() {
     .await;
     assert_eq!(out, "€ and 😀\n");
     // Invalid bytes, colours, progress bars, titles.
-    let out = ok(
+    let out = command_ok(
         &engine,
         "u8",
         "printf 'a\\xffb\\n\\033[1;31mred\\033[0m\\n10%%\\r50%%\\r100%%\\n\\033]0;title\\007done\\n'",
@@ -230,10 +178,10 @@ async fn text_is_clean_utf8() {
     .await;
     assert_eq!(out, "a\u{FFFD}b\nred\n100%\ndone\n");
     // Multi-line commands and the command's own text never show.
-    assert_eq!(ok(&engine, "u8", "for i in 1 2; do\n  echo \"line $i\"\ndone").await, "line 1\nline 2\n");
+    assert_eq!(command_ok(&engine, "u8", "for i in 1 2; do\n  echo \"line $i\"\ndone").await, "line 1\nline 2\n");
     // Even after a program turned the terminal's echo back on.
-    ok(&engine, "u8", "stty sane echo").await;
-    assert_eq!(ok(&engine, "u8", "echo clean").await, "clean\n");
+    command_ok(&engine, "u8", "stty sane echo").await;
+    assert_eq!(command_ok(&engine, "u8", "echo clean").await, "clean\n");
     engine.shutdown(false, true).await;
 }
 
@@ -241,30 +189,30 @@ async fn text_is_clean_utf8() {
 async fn a_dead_shell_is_reported_and_replaced() {
     let engine = engine();
     assert_eq!(create(&engine, "dead", json!({})).await.code, 0);
-    ok(&engine, "dead", "export MARK=old").await;
-    let first_pid = ok(&engine, "dead", "echo $$").await;
+    command_ok(&engine, "dead", "export MARK=old").await;
+    let first_pid = command_ok(&engine, "dead", "echo $$").await;
     let e = run(&engine, "dead", json!({"command": "echo bye; exit 3"})).await;
     assert_eq!(e.code, 2001, "{} {}", e.message, e.data);
     assert_eq!(e.data["exit_code"], json!(3));
     assert!(stdout(&e).contains("bye"));
-    let second_pid = ok(&engine, "dead", "echo $$").await;
+    let second_pid = command_ok(&engine, "dead", "echo $$").await;
     assert_ne!(first_pid, second_pid);
-    assert_eq!(ok(&engine, "dead", "echo ${MARK:-fresh}").await, "fresh\n");
+    assert_eq!(command_ok(&engine, "dead", "echo ${MARK:-fresh}").await, "fresh\n");
     // Killed from outside, likewise.
     let pid: i32 = second_pid.trim().parse().unwrap();
     let e = run(&engine, "dead", json!({"command": format!("kill -9 {pid}")})).await;
     assert_eq!((e.code, &e.data["exit_code"]), (2001, &json!(137)), "{} {}", e.message, e.data);
     assert!(e.message.contains("killed by signal 9"), "{}", e.message);
-    assert_eq!(ok(&engine, "dead", "echo again").await, "again\n");
+    assert_eq!(command_ok(&engine, "dead", "echo again").await, "again\n");
     // Killed between calls: the next call says so, without running its command; the one after runs.
-    let pid: i32 = ok(&engine, "dead", "echo $$").await.trim().parse().unwrap();
+    let pid: i32 = command_ok(&engine, "dead", "echo $$").await.trim().parse().unwrap();
     // SAFETY: kill(2) has no memory-safety preconditions; `pid` is this test's own shell.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    assert!(eventually(Duration::from_secs(3), || matches!(state_of(pid), None | Some('Z'))).await);
+    assert!(eventually(Duration::from_secs(3), || matches!(stat(pid).map(|s| s.0), None | Some('Z'))).await);
     let e = run(&engine, "dead", json!({"command": "echo lost"})).await;
     assert_eq!((e.code, &e.data["exit_code"]), (2001, &json!(137)), "{} {}", e.message, e.data);
     assert!(e.message.contains("killed by signal 9"), "{}", e.message);
-    assert_eq!(ok(&engine, "dead", "echo fresh").await, "fresh\n");
+    assert_eq!(command_ok(&engine, "dead", "echo fresh").await, "fresh\n");
     engine.shutdown(false, true).await;
 }
 
@@ -286,7 +234,7 @@ async fn an_interactive_program_is_kept_and_fed() {
     assert_eq!(e.data["running"], json!(true));
     let e = engine.execute("py", "bash:write", json!({"text": "exit()\n"})).await;
     assert_eq!((e.code, &e.data["running"], &e.data["exit_code"]), (0, &json!(false), &json!(0)), "{}", e.data);
-    assert_eq!(ok(&engine, "py", "echo back").await, "back\n");
+    assert_eq!(command_ok(&engine, "py", "echo back").await, "back\n");
     // Nothing running: write has nothing to feed; interrupt has nothing to stop.
     assert_eq!(engine.execute("py", "bash:write", json!({"text": "x\n"})).await.code, 1003);
     let e = engine.execute("py", "bash:interrupt", json!({})).await;
@@ -308,7 +256,7 @@ async fn output_that_looks_like_a_marker_does_not_end_a_command() {
     // A marker cut short swallows what follows, as on a terminal, but not the real marker.
     let e = run(&engine, "mk", json!({"command": "printf '\\033]697;'; echo swallowed; false"})).await;
     assert_eq!((e.code, &e.data["exit_code"]), (0, &json!(1)), "{}", e.data);
-    assert_eq!(ok(&engine, "mk", "echo next").await, "next\n");
+    assert_eq!(command_ok(&engine, "mk", "echo next").await, "next\n");
     engine.shutdown(false, true).await;
 }
 
@@ -316,8 +264,8 @@ async fn output_that_looks_like_a_marker_does_not_end_a_command() {
 async fn destroy_leaves_no_process_behind() {
     let engine = engine();
     assert_eq!(create(&engine, "ds", json!({})).await.code, 0);
-    let shell: i32 = ok(&engine, "ds", "echo $$").await.trim().parse().unwrap();
-    ok(&engine, "ds", "sleep 1000.4242 & sleep 1000.4343 | cat & (sleep 1000.4444 &); echo started").await;
+    let shell: i32 = command_ok(&engine, "ds", "echo $$").await.trim().parse().unwrap();
+    command_ok(&engine, "ds", "sleep 1000.4242 & sleep 1000.4343 | cat & (sleep 1000.4444 &); echo started").await;
     assert!(
         eventually(Duration::from_secs(5), || ["1000.4242", "1000.4343", "1000.4444"]
             .iter()
@@ -335,12 +283,13 @@ async fn destroy_leaves_no_process_behind() {
     assert!(
         gone,
         "left: shell {:?}, children {:?}",
-        state_of(shell),
-        children.iter().map(|&p| (p, state_of(p))).collect::<Vec<_>>()
+        stat(shell).map(|s| s.0),
+        children.iter().map(|&p| (p, stat(p).map(|s| s.0))).collect::<Vec<_>>()
     );
     // A process orphaned before the destroy was killed too (its reaping is up to init).
     assert!(
-        eventually(Duration::from_secs(3), || orphan.iter().all(|&p| matches!(state_of(p), None | Some('Z')))).await
+        eventually(Duration::from_secs(3), || orphan.iter().all(|&p| matches!(stat(p).map(|s| s.0), None | Some('Z'))))
+            .await
     );
     engine.shutdown(false, true).await;
 }
@@ -351,7 +300,14 @@ async fn dropping_the_engine_kills_the_shell() {
     {
         let engine = engine();
         assert_eq!(create(&engine, "drop", json!({})).await.code, 0);
-        shell = ok(&engine, "drop", "sleep 1000.5151 & echo $$").await.lines().last().unwrap().trim().parse().unwrap();
+        shell = command_ok(&engine, "drop", "sleep 1000.5151 & echo $$")
+            .await
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(eventually(Duration::from_secs(3), || !pids_with("1000.5151").is_empty()).await);
         job = pids_with("1000.5151");
         assert!(in_process_table(shell));
@@ -367,12 +323,12 @@ async fn dropping_the_engine_kills_the_shell() {
 async fn an_abandoned_call_leaves_the_shell_usable() {
     let engine = engine();
     assert_eq!(create(&engine, "ab", json!({})).await.code, 0);
-    ok(&engine, "ab", "true").await;
+    command_ok(&engine, "ab", "true").await;
     // The caller gives up (its future is dropped) while the command runs.
     let call = engine.execute("ab", "bash:run", json!({"command": "sleep 100", "timeout": 100}));
     assert!(tokio::time::timeout(Duration::from_millis(300), call).await.is_err());
     let start = Instant::now();
-    assert_eq!(ok(&engine, "ab", "echo ok").await, "ok\n");
+    assert_eq!(command_ok(&engine, "ab", "echo ok").await, "ok\n");
     assert!(start.elapsed() < Duration::from_secs(2));
     // The caller's overall timeout caps the tool's own.
     let req =
@@ -392,11 +348,11 @@ async fn long_commands_are_delivered_whole() {
     let body: String = (1..=lines).map(|i| format!("line {i}\n")).collect();
     assert!(body.len() > 1_000_000);
     let command = format!("cat > /dev/null <<'EOF'\n{body}EOF\ncat <<'EOF' | wc -l\n{body}EOF\necho \"tail: $(cat <<'EOF' | tail -n 1\n{body}EOF\n)\"");
-    let out = ok(&engine, "long", &command).await;
+    let out = command_ok(&engine, "long", &command).await;
     assert_eq!(out, format!("{lines}\ntail: line {lines}\n"));
     // A long single line too.
     let word = "x".repeat(10_000);
-    assert_eq!(ok(&engine, "long", &format!("echo {word} | wc -c")).await, "10001\n");
+    assert_eq!(command_ok(&engine, "long", &format!("echo {word} | wc -c")).await, "10001\n");
     engine.shutdown(false, true).await;
 }
 
@@ -407,7 +363,7 @@ async fn session_config_is_applied_and_checked() {
     let config = json!({"cwd": dir.display().to_string(), "env": {"AF_TEST": "yes"}, "rows": 40, "cols": 123,
                         "timeout": 1, "isolation": "none"});
     assert_eq!(create(&engine, "cfg", config).await.code, 0);
-    let out = ok(&engine, "cfg", "pwd; echo $AF_TEST; stty size; echo $TERM $PAGER").await;
+    let out = command_ok(&engine, "cfg", "pwd; echo $AF_TEST; stty size; echo $TERM $PAGER").await;
     assert_eq!(out, format!("{}\nyes\n40 123\ndumb cat\n", dir.display()));
     // The session's timeout is the default.
     let start = Instant::now();

@@ -406,14 +406,10 @@ async fn shared_backends_need_no_session() {
 }
 
 #[tokio::test]
-async fn a_backend_left_out_of_the_build_says_which_feature() {
-    // The stub for a disabled feature, or the real backend: either way the name is known.
+async fn a_backend_enabled_in_the_config_is_registered_by_name() {
+    // Built or not: a disabled feature registers a stub of the same name, whose answer (2003
+    // naming the feature) is tested in src/backends/mod.rs, since CI builds every feature.
     let engine =
         agentflow_sandbox::Config::parse(r#"{"resources": {"vm": {"enabled": true}}}"#).unwrap().engine().unwrap();
     assert_eq!(engine.backend_names(), ["vm"]);
-    if cfg!(not(feature = "vm")) {
-        let r = engine.execute("w", "vm:screenshot", json!({})).await;
-        assert_eq!(r.code, 2003);
-        assert!(r.message.contains("--features vm"), "{}", r.message);
-    }
 }

@@ -9,10 +9,14 @@ mod bash;
 mod cli;
 #[cfg(all(feature = "client", feature = "http"))]
 mod client;
+#[cfg(feature = "bash")]
+mod faults;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "bash")]
-mod isolation;
+mod jail;
+#[cfg(feature = "bash")]
+mod load;
 #[cfg(feature = "rag")]
 mod rag;
 #[cfg(feature = "bash")]

@@ -13,6 +13,8 @@ use agentflow_sandbox::backends::rag::RagBackend;
 use agentflow_sandbox::{Engine, Envelope};
 use serde_json::{json, Map, Value};
 
+use crate::common::status_kib;
+
 /// A directory removed when the test ends.
 struct Scratch(PathBuf);
 
@@ -347,9 +349,7 @@ fn big_documents(n: usize, size: usize) -> Value {
 
 /// The process's resident memory, from `/proc/self/status`, in bytes.
 fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    status_kib("VmRSS:") * 1024
 }
 
 fn assert_param(envelope: &Envelope, field: &str, cap: &str) {

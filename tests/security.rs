@@ -15,18 +15,9 @@ use agentflow_sandbox::backends::bash::BashBackend;
 use agentflow_sandbox::{Engine, Envelope};
 use serde_json::{json, Map, Value};
 
-use crate::common::{all_pids, create_session, eventually, host_dir, jail_engine, jailed, need, stat, temp_dir};
-
-async fn run(engine: &Engine, worker: &str, command: &str) -> Envelope {
-    engine.execute(worker, "bash:run", json!({"command": command, "timeout": 20})).await
-}
-
-/// Runs a command that must answer; its stdout.
-async fn out(engine: &Engine, worker: &str, command: &str) -> String {
-    let e = run(engine, worker, command).await;
-    assert_eq!(e.code, 0, "{command}: {} {}", e.message, e.data);
-    e.data["stdout"].as_str().unwrap().to_owned()
-}
+use crate::common::{
+    command_ok, create_session, eventually, host_dir, jail_engine, jailed, need, pids_with, run_command, stat, temp_dir,
+};
 
 fn object(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
@@ -55,16 +46,16 @@ async fn a_jail_cannot_change_kernel_settings_or_read_root_only_files() {
     let sysctls = ["/proc/sys/kernel/printk_ratelimit", "/proc/sys/kernel/core_pattern"];
     let before: Vec<String> = sysctls.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
     // Root inside the jail, as the agent expects.
-    assert_eq!(out(&engine, "k", "id -u").await, "0\n");
+    assert_eq!(command_ok(&engine, "k", "id -u").await, "0\n");
     let attack = "echo 17 > /proc/sys/kernel/printk_ratelimit; echo rc=$?; \
                   echo '|/bin/sh -c id' > /proc/sys/kernel/core_pattern; echo rc=$?";
-    let text = out(&engine, "k", attack).await;
+    let text = command_ok(&engine, "k", attack).await;
     assert!(!text.contains("rc=0"), "a kernel setting was written: {text}");
     let after: Vec<String> = sysctls.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
     assert_eq!(before, after, "the host's kernel settings changed");
     // Root-only host files and directories are out of reach by ownership.
     for probe in ["cat /etc/shadow", "ls /root"] {
-        let e = run(&engine, "k", probe).await;
+        let e = run_command(&engine, "k", probe, 20.0).await;
         assert_ne!(e.data["exit_code"], 0, "{probe}: {}", e.data);
         assert!(e.data["stdout"].as_str().unwrap().contains("Permission denied"), "{probe}: {}", e.data);
     }
@@ -88,10 +79,10 @@ async fn sessions_under_different_work_roots_cannot_read_each_other() {
     let (a, b) = (jail_engine(&root_a), jail_engine(&root_b));
     assert_eq!(create_session(&a, "a", "bash", jailed(json!({}))).await.code, 0);
     assert_eq!(create_session(&b, "b", "bash", jailed(json!({}))).await.code, 0);
-    out(&a, "a", "echo secret > note; chmod 644 note").await;
-    let work_a = out(&a, "a", "pwd").await.trim().to_owned();
+    command_ok(&a, "a", "echo secret > note; chmod 644 note").await;
+    let work_a = command_ok(&a, "a", "pwd").await.trim().to_owned();
     assert!(Path::new(&work_a).join("note").is_file());
-    let e = run(&b, "b", &format!("cat {work_a}/note")).await;
+    let e = run_command(&b, "b", &format!("cat {work_a}/note"), 20.0).await;
     assert!(!e.data["stdout"].as_str().unwrap().contains("secret"), "another root's session read it: {}", e.data);
     assert_ne!(e.data["exit_code"], 0);
     // Each session runs as a uid of its own.
@@ -152,9 +143,9 @@ async fn host_unix_sockets_are_out_of_reach() {
     for (worker, network) in [("closed", false), ("open", true)] {
         assert_eq!(create_session(&engine, worker, "bash", jailed(json!({"network": network}))).await.code, 0);
         let probe = format!("curl -s -m 5 --unix-socket {} http://x/; echo \" rc=$?\"", socket.display());
-        let text = out(&engine, worker, &probe).await;
+        let text = command_ok(&engine, worker, &probe).await;
         assert!(!text.starts_with("ok"), "{worker}: the jail reached a host socket: {text}");
-        assert_eq!(out(&engine, worker, "ls /run | wc -l").await, "0\n", "{worker}: the host's /run shows");
+        assert_eq!(command_ok(&engine, worker, "ls /run | wc -l").await, "0\n", "{worker}: the host's /run shows");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "only the host's own request arrived");
     stop.store(true, Ordering::SeqCst);
@@ -170,16 +161,17 @@ async fn the_work_directory_has_a_total_disk_cap() {
     let engine = jail_engine(&root);
     let config = jailed(json!({"disk_mb": 64, "file_size_mb": 45}));
     assert_eq!(create_session(&engine, "disk", "bash", config).await.code, 0);
-    let work = out(&engine, "disk", "pwd").await.trim().to_owned();
+    let work = command_ok(&engine, "disk", "pwd").await.trim().to_owned();
     // Six files of 45 MB each fit the per-file limit, not the session's total.
-    let text = out(&engine, "disk", "for i in 1 2 3 4 5 6; do head -c 45M /dev/zero > f$i || echo fail$i; done").await;
+    let text =
+        command_ok(&engine, "disk", "for i in 1 2 3 4 5 6; do head -c 45M /dev/zero > f$i || echo fail$i; done").await;
     assert!(text.contains("No space left on device"), "{text}");
     // Counted on the host, file by file: the session holds no more than its cap.
     let total: u64 = std::fs::read_dir(&work).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
     assert!(total <= 64 << 20, "{total} bytes written under a 64 MiB cap");
     assert!(total >= 40 << 20, "the cap stopped writing too early: {total} bytes");
     // The session goes on once space is freed.
-    assert_eq!(out(&engine, "disk", "rm f*; echo again > f; cat f").await, "again\n");
+    assert_eq!(command_ok(&engine, "disk", "rm f*; echo again > f; cat f").await, "again\n");
     engine.shutdown(false, true).await;
     let _ = std::fs::remove_dir_all(root);
 }
@@ -328,7 +320,7 @@ async fn a_sessions_env_reaches_only_the_jailed_shell() {
     let env = json!({"LD_PRELOAD": lib.display().to_string(), "AF_PRELOAD_LOG": log.display().to_string()});
     let e = create_session(&engine, "env", "bash", json!({"env": env})).await;
     assert_eq!(e.code, 0, "{} {}", e.message, e.data);
-    out(&engine, "env", "/bin/true").await;
+    command_ok(&engine, "env", "/bin/true").await;
     let lines = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!lines.is_empty(), "the witness never loaded: the test proves nothing");
     // Every process that loaded it ran inside the jail: none of the host-side helpers (sh,
@@ -351,22 +343,12 @@ async fn a_shell_never_sees_the_servers_environment() {
     unsafe { std::env::set_var("AGENTFLOW_API_KEY", "k-very-secret") };
     unsafe { std::env::set_var("AGENTFLOW_SERVER_SETTING", "internal") };
     let engine = Engine::builder().backend(Arc::new(BashBackend::new(Map::new()).unwrap())).build().unwrap();
-    let text = out(&engine, "plain", "echo ${AGENTFLOW_API_KEY:-unset}; env | grep -c AGENTFLOW").await;
+    let text = command_ok(&engine, "plain", "echo ${AGENTFLOW_API_KEY:-unset}; env | grep -c AGENTFLOW").await;
     assert_eq!(text, "unset\n0\n");
     // What a shell needs is there.
-    assert!(!out(&engine, "plain", "echo $PATH").await.trim().is_empty());
-    assert_eq!(out(&engine, "plain", "echo $TERM").await, "dumb\n");
+    assert!(!command_ok(&engine, "plain", "echo $PATH").await.trim().is_empty());
+    assert_eq!(command_ok(&engine, "plain", "echo $TERM").await, "dumb\n");
     engine.shutdown(false, true).await;
-}
-
-/// Pids of processes whose command line contains `needle`.
-fn pids_running(needle: &str) -> Vec<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -384,9 +366,9 @@ async fn processes_that_left_the_shell_die_with_their_session() {
          (nohup sh -c 'sleep 120' sh {} >/dev/null 2>&1 &); echo started",
         marks[0], marks[1], marks[2]
     );
-    assert!(out(&engine, "esc", &escape).await.ends_with("started\n"));
-    assert!(eventually(Duration::from_secs(5), || marks.iter().all(|m| !pids_running(m).is_empty())).await);
-    let escaped: Vec<i32> = marks.iter().flat_map(|m| pids_running(m)).collect();
+    assert!(command_ok(&engine, "esc", &escape).await.ends_with("started\n"));
+    assert!(eventually(Duration::from_secs(5), || marks.iter().all(|m| !pids_with(m).is_empty())).await);
+    let escaped: Vec<i32> = marks.iter().flat_map(|m| pids_with(m)).collect();
     let start = Instant::now();
     assert_eq!(engine.destroy_session("esc", "bash").await.code, 0);
     assert!(start.elapsed() < Duration::from_secs(5), "destroy took {:?}", start.elapsed());
@@ -406,7 +388,7 @@ async fn processes_that_left_the_shell_die_with_their_session() {
         engine.execute("temp", "bash:run", json!({"command": format!("setsid -f sh -c 'sleep 120' sh {mark}")})).await;
     assert_eq!(e.code, 0, "{}", e.message);
     assert!(
-        eventually(Duration::from_secs(10), || pids_running(mark).is_empty()).await,
+        eventually(Duration::from_secs(10), || pids_with(mark).is_empty()).await,
         "the temporary session's daemon outlived it"
     );
     engine.shutdown(false, true).await;
@@ -421,26 +403,26 @@ async fn a_command_cannot_forge_the_end_of_its_call() {
     let engine = jail_engine(&root);
     for (worker, config) in [("plain", json!({})), ("jailed", jailed(json!({})))] {
         assert_eq!(create_session(&engine, worker, "bash", config).await.code, 0);
-        assert_eq!(run(&engine, worker, "cd /tmp").await.code, 0);
+        assert_eq!(run_command(&engine, worker, "cd /tmp", 20.0).await.code, 0);
         // The marker as the shell used to print it (the nonce is a variable the command can
         // read), and guesses at the new one; then the command goes on, and ends elsewhere.
         let forge = r#"printf '\033]697;%s;0;/forged\007' "$__af_n"; printf '\033]697;%s\007' "$SRANDOM$SRANDOM";
                        sleep 1; echo real; cd /; (exit 3)"#;
-        let e = run(&engine, worker, forge).await;
+        let e = run_command(&engine, worker, forge, 20.0).await;
         assert_eq!(e.code, 0, "{worker}: {}", e.message);
         assert_eq!(e.data["stdout"], "real\n", "{worker}: the call ended before the command did");
         assert_eq!((e.data["exit_code"].as_i64(), e.data["cwd"].as_str()), (Some(3), Some("/")), "{worker}");
         // Nothing of it leaks into the next call.
-        assert_eq!(out(&engine, worker, "echo next").await, "next\n", "{worker}");
+        assert_eq!(command_ok(&engine, worker, "echo next").await, "next\n", "{worker}");
         // The descriptor the shell reports on is not the command's: a program it starts holds
         // only its standard streams (and the one `ls` opens to list them).
-        assert_eq!(out(&engine, worker, "ls /proc/self/fd | tr '\\n' ' '").await, "0 1 2 3 ", "{worker}");
+        assert_eq!(command_ok(&engine, worker, "ls /proc/self/fd | tr '\\n' ' '").await, "0 1 2 3 ", "{worker}");
         // Nor can the command take over the report, or stop it.
-        let e = run(&engine, worker, "__af_p() { :; }; PROMPT_COMMAND=; echo tried").await;
+        let e = run_command(&engine, worker, "__af_p() { :; }; PROMPT_COMMAND=; echo tried", 20.0).await;
         assert_eq!(e.code, 0, "{worker}: {}", e.message);
         assert!(e.data["stdout"].as_str().unwrap().contains("readonly"), "{worker}: {}", e.data);
-        assert_eq!(out(&engine, worker, "cd /tmp; echo still").await, "still\n", "{worker}");
-        assert_eq!(run(&engine, worker, "pwd").await.data["cwd"], "/tmp", "{worker}");
+        assert_eq!(command_ok(&engine, worker, "cd /tmp; echo still").await, "still\n", "{worker}");
+        assert_eq!(run_command(&engine, worker, "pwd", 20.0).await.data["cwd"], "/tmp", "{worker}");
     }
     engine.shutdown(false, true).await;
     let _ = std::fs::remove_dir_all(root);
@@ -465,8 +447,8 @@ async fn destroy_interrupts_the_call_running_in_the_session() {
                 (e, Instant::now())
             })
         };
-        assert!(eventually(Duration::from_secs(10), || !pids_running(mark).is_empty()).await, "{worker}");
-        let sleeper = pids_running(mark);
+        assert!(eventually(Duration::from_secs(10), || !pids_with(mark).is_empty()).await, "{worker}");
+        let sleeper = pids_with(mark);
         let start = Instant::now();
         let destroyed = engine.destroy_session(worker, "bash").await;
         let took = start.elapsed();
@@ -487,7 +469,7 @@ async fn destroy_interrupts_the_call_running_in_the_session() {
         );
         // The worker has no session left; a new one works.
         assert_eq!(engine.destroy_session(worker, "bash").await.code, 1003);
-        assert_eq!(out(&engine, worker, "echo again").await, "again\n");
+        assert_eq!(command_ok(&engine, worker, "echo again").await, "again\n");
     }
     // A call queued behind the running one does not start on the destroyed session either.
     assert_eq!(create_session(&engine, "queue", "bash", json!({})).await.code, 0);
@@ -498,7 +480,7 @@ async fn destroy_interrupts_the_call_running_in_the_session() {
         )
     };
     let first = spawn("sleep 21.75");
-    assert!(eventually(Duration::from_secs(10), || !pids_running("21.75").is_empty()).await);
+    assert!(eventually(Duration::from_secs(10), || !pids_with("21.75").is_empty()).await);
     let second = spawn("touch /tmp/agentflow-must-not-exist; sleep 22");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(engine.destroy_session("queue", "bash").await.code, 0);

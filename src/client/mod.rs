@@ -34,6 +34,7 @@ mod sandbox;
 mod server;
 mod service;
 mod trajectory;
+mod transport;
 
 pub use error::{Error, Result};
 pub use sandbox::{Sandbox, SandboxConfig};

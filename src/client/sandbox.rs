@@ -1,26 +1,27 @@
 //! [`Sandbox`]: the agent's entry point (seed 001), one API whether the engine runs in this process
 //! or behind an HTTP server.
 //!
-//! It owns the choice of transport (an [`Engine`] handle or an [`HttpServiceClient`]), the worker
-//! id, the sessions it created (for `reinitialize`), the server process it started
-//! (`auto_start_server`), and the runtime behind the blocking `*_sync` methods. Every method answers
-//! the same [`Envelope`] either way: `Ok` for code 0, else [`Error::Request`] with the envelope.
-//! What a call does is the engine's.
+//! It owns the transport (an [`Engine`] handle or an [`HttpServiceClient`], behind one trait in
+//! `transport.rs`), the worker id, the sessions it created (for `reinitialize`), the server process
+//! it started (`auto_start_server`), and the runtime behind the blocking `*_sync` methods. Every
+//! method answers the same [`Envelope`] either way: `Ok` for code 0, else [`Error::Request`] with
+//! the envelope. What a call does is the engine's.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use super::error::{check, Error, Result};
-use super::server::{locate, ServerProcess};
+use super::server::ServerProcess;
 use super::service::{generated_worker_id, HttpClientConfig, HttpServiceClient};
-use crate::protocol::{BatchAction, BatchRequest, CreateSessionRequest, Envelope, ExecuteRequest};
+use super::transport::{InProcess, Remote, Transport};
+use crate::protocol::{BatchAction, Envelope, ExecuteRequest};
 use crate::{Config, Engine};
 
 /// How a remote [`Sandbox`] reaches (or starts) its server (seed 001's constructor arguments).
@@ -105,7 +106,7 @@ impl SandboxConfig {
         self
     }
 
-    fn client_config(&self, worker_id: &str) -> HttpClientConfig {
+    pub(super) fn client_config(&self, worker_id: &str) -> HttpClientConfig {
         HttpClientConfig {
             base_url: self.server_url.clone(),
             timeout: self.timeout,
@@ -116,11 +117,6 @@ impl SandboxConfig {
             ..HttpClientConfig::default()
         }
     }
-}
-
-enum Target {
-    Embedded(Engine),
-    Remote { client: HttpServiceClient, config: Box<SandboxConfig> },
 }
 
 /// What a session was created with, to create it again on `reinitialize`.
@@ -135,7 +131,7 @@ struct Created {
 ///
 /// `close` (or `Drop`) destroys this worker's sessions and stops the server this sandbox started.
 pub struct Sandbox {
-    target: Target,
+    transport: Arc<dyn Transport>,
     worker_id: String,
     created: Mutex<BTreeMap<String, Created>>,
     server: Mutex<Option<ServerProcess>>,
@@ -145,11 +141,10 @@ pub struct Sandbox {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let target = match &self.target {
-            Target::Embedded(_) => "embedded".to_owned(),
-            Target::Remote { client, .. } => client.base_url().to_owned(),
-        };
-        f.debug_struct("Sandbox").field("target", &target).field("worker_id", &self.worker_id).finish()
+        f.debug_struct("Sandbox")
+            .field("target", &self.transport.describe())
+            .field("worker_id", &self.worker_id)
+            .finish()
     }
 }
 
@@ -163,9 +158,9 @@ fn new_runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 impl Sandbox {
-    fn with_target(target: Target, worker_id: String) -> Self {
+    fn with_transport(transport: Arc<dyn Transport>, worker_id: String) -> Self {
         Sandbox {
-            target,
+            transport,
             worker_id,
             created: Mutex::new(BTreeMap::new()),
             server: Mutex::new(None),
@@ -176,7 +171,8 @@ impl Sandbox {
 
     /// A sandbox over an engine in this process, with a generated worker id.
     pub fn embedded(engine: Engine) -> Self {
-        Self::with_target(Target::Embedded(engine), generated_worker_id())
+        let worker_id = generated_worker_id();
+        Self::with_transport(Arc::new(InProcess { engine, worker_id: worker_id.clone() }), worker_id)
     }
 
     /// A sandbox over an engine built from `config` in this process, on a runtime the sandbox owns:
@@ -195,8 +191,8 @@ impl Sandbox {
     /// A sandbox over the HTTP server at `config.server_url`. Does no I/O until [`Sandbox::start`].
     pub fn remote(config: SandboxConfig) -> Result<Self> {
         let worker_id = config.worker_id.clone().filter(|w| !w.is_empty()).unwrap_or_else(generated_worker_id);
-        let client = HttpServiceClient::new(config.client_config(&worker_id))?;
-        Ok(Self::with_target(Target::Remote { client, config: Box::new(config) }, worker_id))
+        let remote = Remote::new(Box::new(config), &worker_id)?;
+        Ok(Self::with_transport(Arc::new(remote), worker_id))
     }
 
     /// A sandbox over the HTTP server at `server_url`, with the other defaults.
@@ -207,10 +203,7 @@ impl Sandbox {
     /// Sets the worker id (before any session is created).
     pub fn with_worker_id(mut self, worker_id: impl Into<String>) -> Result<Self> {
         let worker_id = worker_id.into();
-        if let Target::Remote { client, config } = &mut self.target {
-            config.worker_id = Some(worker_id.clone());
-            *client = HttpServiceClient::new(config.client_config(&worker_id))?;
-        }
+        self.transport = self.transport.for_worker(&worker_id)?;
         self.worker_id = worker_id;
         Ok(self)
     }
@@ -222,23 +215,17 @@ impl Sandbox {
 
     /// Whether the engine runs in this process.
     pub fn is_embedded(&self) -> bool {
-        matches!(self.target, Target::Embedded(_))
+        self.transport.engine().is_some()
     }
 
     /// The in-process engine, if embedded.
     pub fn engine(&self) -> Option<&Engine> {
-        match &self.target {
-            Target::Embedded(e) => Some(e),
-            Target::Remote { .. } => None,
-        }
+        self.transport.engine()
     }
 
     /// The HTTP client, if remote.
     pub fn client(&self) -> Option<&HttpServiceClient> {
-        match &self.target {
-            Target::Remote { client, .. } => Some(client),
-            Target::Embedded(_) => None,
-        }
+        self.transport.client()
     }
 
     /// The pid of the server this sandbox started, while it runs.
@@ -251,57 +238,7 @@ impl Sandbox {
     /// Connects: checks that the server answers, starting it first if nothing answers and
     /// `auto_start_server` is set. In-process, there is nothing to do.
     pub async fn start(&self) -> Result<()> {
-        let Target::Remote { client, config } = &self.target else { return Ok(()) };
-        match client.connect().await {
-            Ok(_) => Ok(()),
-            Err(Error::Connection { .. }) if config.auto_start_server => self.start_server(client, config).await,
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn start_server(&self, client: &HttpServiceClient, config: &SandboxConfig) -> Result<()> {
-        let uri: hyper::Uri = client.base_url().parse().map_err(|e| Error::Config(format!("server_url: {e}")))?;
-        let host = match uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']) {
-            "localhost" => "127.0.0.1".to_owned(),
-            h => h.to_owned(),
-        };
-        let port = uri.port_u16().unwrap_or(80);
-        let binary = locate(config.server_binary.as_deref())?;
-        let server_config = config.server_config.clone();
-        let mut process =
-            tokio::task::spawn_blocking(move || ServerProcess::spawn(&binary, &host, port, server_config.as_deref()))
-                .await
-                .map_err(|e| Error::Server(format!("spawning the server panicked: {e}")))??;
-        let deadline = Instant::now() + config.startup_timeout;
-        // One quick try per poll: the client's own retries would only slow the polling down.
-        let probe = HttpServiceClient::new(HttpClientConfig {
-            max_retries: 0,
-            timeout: Duration::from_secs(2),
-            auto_heartbeat: false,
-            ..client.config().clone()
-        })?;
-        loop {
-            if let Some(status) = process.exited() {
-                return Err(Error::Server(format!("the server exited ({status}) before answering /health")));
-            }
-            match probe.health().await {
-                Ok(_) => break,
-                Err(e) if Instant::now() >= deadline => {
-                    drop(tokio::task::spawn_blocking(move || process.stop()));
-                    return Err(Error::Server(format!(
-                        "the server did not answer /health within {}s: {e}",
-                        config.startup_timeout.as_secs_f64()
-                    )));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-        if process.exited().is_some() {
-            // Another server answered (ours lost the port to it): nothing of ours to own.
-            return client.connect().await.map(drop);
-        }
-        *self.server.lock() = Some(process);
-        client.connect().await.map(drop)
+        self.transport.start(&self.server).await
     }
 
     /// Destroys this worker's sessions, stops the server this sandbox started (waiting for it to
@@ -311,25 +248,18 @@ impl Sandbox {
             return Ok(());
         }
         let server = self.server.lock().take();
-        match &self.target {
-            Target::Embedded(engine) => {
-                engine.destroy_worker(&self.worker_id).await;
+        let released = if server.is_some() {
+            self.transport.shutdown(false, true).await
+        } else {
+            self.transport.release_worker().await
+        };
+        match &released {
+            Err(e) if !e.is_transport() => {
+                tracing::warn!("releasing worker {}'s sessions: {e}", self.worker_id)
             }
-            Target::Remote { client, .. } => {
-                let released = if server.is_some() {
-                    client.shutdown_server(false, true).await
-                } else {
-                    client.disconnect().await
-                };
-                match &released {
-                    Err(e) if !e.is_transport() => {
-                        tracing::warn!("releasing worker {}'s sessions: {e}", self.worker_id)
-                    }
-                    _ => {}
-                }
-                client.close().await;
-            }
+            _ => {}
         }
+        self.transport.close().await;
         self.created.lock().clear();
         if let Some(process) = server {
             let status = tokio::task::spawn_blocking(move || process.wait_or_stop(Duration::from_secs(10)))
@@ -372,28 +302,12 @@ impl Sandbox {
     }
 
     async fn create(&self, resource_type: &str, created: &Created) -> Result<Envelope> {
-        match &self.target {
-            Target::Embedded(engine) => {
-                let req = CreateSessionRequest {
-                    worker_id: self.worker_id.clone(),
-                    resource_type: resource_type.to_owned(),
-                    config: created.config.clone(),
-                    custom_name: created.custom_name.clone(),
-                };
-                check(engine.create_session(req).await, None)
-            }
-            Target::Remote { client, .. } => {
-                client.create_session(resource_type, created.config.clone(), created.custom_name.as_deref()).await
-            }
-        }
+        self.transport.create_session(resource_type, created.config.clone(), created.custom_name.as_deref()).await
     }
 
     /// Destroys this worker's session of `resource_type`.
     pub async fn destroy_session(&self, resource_type: &str) -> Result<Envelope> {
-        let result = match &self.target {
-            Target::Embedded(engine) => check(engine.destroy_session(&self.worker_id, resource_type).await, None),
-            Target::Remote { client, .. } => client.destroy_session(resource_type).await,
-        };
+        let result = self.transport.destroy_session(resource_type).await;
         if result.is_ok() {
             self.created.lock().remove(resource_type);
         }
@@ -402,28 +316,19 @@ impl Sandbox {
 
     /// This worker's sessions.
     pub async fn list_sessions(&self) -> Result<Envelope> {
-        match &self.target {
-            Target::Embedded(engine) => check(engine.list_sessions(&self.worker_id).await, None),
-            Target::Remote { client, .. } => client.list_sessions().await,
-        }
+        self.transport.list_sessions().await
     }
 
     /// Extends this worker's session of `resource_type` (all when `None`) to now + TTL.
     pub async fn refresh_sessions(&self, resource_type: Option<&str>) -> Result<Envelope> {
-        match &self.target {
-            Target::Embedded(engine) => check(engine.refresh_sessions(&self.worker_id, resource_type).await, None),
-            Target::Remote { client, .. } => client.refresh_session(resource_type).await,
-        }
+        self.transport.refresh_sessions(resource_type).await
     }
 
     /// Destroys every session of this worker and creates again, fresh, those this sandbox created
     /// (same config and name). `data.sessions` has each creation's data (or its error),
     /// `data.sessions_cleaned` how many were destroyed.
     pub async fn reinitialize(&self) -> Result<Envelope> {
-        let cleaned = match &self.target {
-            Target::Embedded(engine) => engine.destroy_worker(&self.worker_id).await,
-            Target::Remote { client, .. } => client.disconnect().await?,
-        };
+        let cleaned = self.transport.release_worker().await?;
         let cleaned = cleaned.data.get("sessions_cleaned").cloned().unwrap_or(json!(0));
         let wanted: Vec<(String, Created)> = self.created.lock().iter().map(|(r, c)| (r.clone(), c.clone())).collect();
         let mut sessions = Vec::with_capacity(wanted.len());
@@ -469,10 +374,7 @@ impl Sandbox {
         if req.worker_id.is_empty() {
             req.worker_id = self.worker_id.clone();
         }
-        match &self.target {
-            Target::Embedded(engine) => check(engine.execute_request(req).await, None),
-            Target::Remote { client, .. } => client.execute_request(req).await,
-        }
+        self.transport.execute_request(req).await
     }
 
     /// Runs several tools (docs/protocol.md §3.3). A failed action makes it [`Error::Request`],
@@ -483,65 +385,35 @@ impl Sandbox {
         parallel: bool,
         stop_on_error: bool,
     ) -> Result<Envelope> {
-        match &self.target {
-            Target::Embedded(engine) => {
-                let req = BatchRequest {
-                    worker_id: self.worker_id.clone(),
-                    actions,
-                    parallel,
-                    stop_on_error,
-                    trace_id: None,
-                };
-                check(engine.execute_batch(req).await, None)
-            }
-            Target::Remote { client, .. } => client.execute_batch(actions, parallel, stop_on_error).await,
-        }
+        self.transport.execute_batch(actions, parallel, stop_on_error).await
     }
 
     /// The tools with their JSON Schemas (`data.tools`).
     pub async fn get_tools(&self, include_hidden: bool) -> Result<Envelope> {
-        match &self.target {
-            Target::Embedded(engine) => check(engine.list_tools(include_hidden), None),
-            Target::Remote { client, .. } => client.tools(include_hidden).await,
-        }
+        self.transport.tools(include_hidden).await
     }
 
     /// This worker's state: its sessions by resource type, how many tools exist.
     pub async fn get_status(&self) -> Result<Envelope> {
-        match &self.target {
-            Target::Embedded(engine) => check(engine.status(&self.worker_id), None),
-            Target::Remote { client, .. } => client.get_status().await,
-        }
+        self.transport.status().await
     }
 
     // ---- warm-up and server ---------------------------------------------------------------
 
     /// Warms the named backends (all when empty).
     pub async fn warmup(&self, resources: &[&str]) -> Result<Envelope> {
-        match &self.target {
-            Target::Embedded(engine) => {
-                let names: Vec<String> = resources.iter().map(|s| s.to_string()).collect();
-                check(engine.warmup(&names).await, None)
-            }
-            Target::Remote { client, .. } => client.warmup(resources).await,
-        }
+        self.transport.warmup(resources).await
     }
 
     /// Each backend's warm-up state.
     pub async fn get_warmup_status(&self) -> Result<Envelope> {
-        match &self.target {
-            Target::Embedded(engine) => check(engine.warmup_status(), None),
-            Target::Remote { client, .. } => client.warmup_status().await,
-        }
+        self.transport.warmup_status().await
     }
 
     /// Stops the engine: over HTTP the server then exits; in-process the engine refuses further
     /// calls (5002). Answers `sessions_cleaned`.
     pub async fn shutdown_server(&self, force: bool, cleanup_sessions: bool) -> Result<Envelope> {
-        match &self.target {
-            Target::Embedded(engine) => check(engine.shutdown(force, cleanup_sessions).await, None),
-            Target::Remote { client, .. } => client.shutdown_server(force, cleanup_sessions).await,
-        }
+        self.transport.shutdown(force, cleanup_sessions).await
     }
 
     // ---- blocking variants ----------------------------------------------------------------
@@ -652,18 +524,10 @@ impl Drop for Sandbox {
                 }
                 (_, Ok(handle)) => {
                     self.closed.store(true, Ordering::Release);
-                    let worker = self.worker_id.clone();
-                    let owns_server = self.server.lock().is_some();
-                    match &self.target {
-                        Target::Embedded(engine) => {
-                            let engine = engine.clone();
-                            handle.spawn(async move { engine.destroy_worker(&worker).await });
-                        }
-                        Target::Remote { client, .. } if !owns_server => {
-                            let client = client.clone();
-                            handle.spawn(async move { client.disconnect().await });
-                        }
-                        Target::Remote { .. } => {}
+                    // A server this sandbox started destroys every session itself as it stops.
+                    if self.server.lock().is_none() {
+                        let transport = self.transport.clone();
+                        handle.spawn(async move { transport.release_worker().await });
                     }
                 }
                 (None, Err(_)) => {}

@@ -23,7 +23,7 @@ static NEXT: AtomicU64 = AtomicU64::new(1);
 /// A fresh name for a session's cgroup or directory: `<engine pid>-<n>-<random>`, so that a
 /// sweep can tell a dead engine's from a live one's.
 pub(crate) fn session_name() -> String {
-    format!("{}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), &crate::shell::nonce()[..8])
+    format!("{}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), &crate::command::nonce()[..8])
 }
 
 /// Limits written into a cgroup.

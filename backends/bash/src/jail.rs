@@ -384,7 +384,7 @@ impl Jail {
             bind("--bind", path);
         }
         argv.extend(["--cap-drop".into(), "ALL".into(), "--clearenv".into()]);
-        for (key, value) in crate::shell::environment(&shell) {
+        for (key, value) in crate::command::environment(&shell) {
             argv.extend(["--setenv".into(), key.into(), value.into()]);
         }
         argv.extend(["--chdir".into(), cwd.as_os_str().to_owned(), "--".into()]);

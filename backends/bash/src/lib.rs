@@ -31,14 +31,18 @@
 //! ```
 
 mod cgroup;
+mod command;
 mod jail;
 mod process;
+mod pty;
 mod shell;
 mod transcript;
 
 pub use cgroup::Cgroup;
+pub use command::environment;
 pub use jail::{check_work_root, find_bwrap, find_program, Jail, JailConfig, Limits, UidRange, INSTALL_HINT};
-pub use shell::{environment, is_shell, Exit, OnTimeout, Outcome, Shell, ShellConfig, INTERRUPT_GRACE, SETTLE};
+pub use pty::{is_shell, Exit};
+pub use shell::{OnTimeout, Outcome, Shell, ShellConfig, INTERRUPT_GRACE, SETTLE};
 
 /// What can go wrong with a shell.
 #[derive(Debug, thiserror::Error)]
