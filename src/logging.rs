@@ -1,7 +1,7 @@
 //! The engine's structured log records: a span around each tool call and each session create or
 //! destroy, filled in with the outcome when the envelope is ready, and one event at the end.
 //!
-//! Kept out of `engine.rs` so the engine only opens a span and closes it. Everything here costs
+//! Kept out of `src/engine/` so the engine only opens a span and closes it. Everything here costs
 //! a load and a branch when no subscriber listens (the library's users that do not log): the
 //! spans are then disabled and recording into them does nothing. Targets are
 //! `agentflow_sandbox::engine`, so `RUST_LOG=agentflow_sandbox::engine=debug` shows every call.
@@ -17,13 +17,30 @@ use tracing::Span;
 
 use crate::protocol::Envelope;
 
+/// At most this much of a caller's string goes into a log record: the span opens before the
+/// engine has checked the worker id, and a request may carry a very long one.
+const MAX_LOGGED: usize = 128;
+
+/// `text`, cut to [`MAX_LOGGED`] bytes (at a character boundary) with `…` when longer.
+fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_LOGGED {
+        return text.into();
+    }
+    let mut end = MAX_LOGGED;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
 /// The span of one tool call; [`call_ended`] fills in the rest.
 pub(crate) fn call_span(worker: &str, action: &str) -> Span {
+    let (worker, action) = (bounded(worker), bounded(action));
     tracing::info_span!(
         target: "agentflow_sandbox::engine",
         "call",
-        worker,
-        action,
+        worker = &*worker,
+        action = &*action,
         tool = Empty,
         resource = Empty,
         session = Empty,
@@ -51,12 +68,13 @@ pub(crate) fn call_ended(span: &Span, envelope: &Envelope) {
 
 /// The span of a session create (`op = "create"`) or destroy (`op = "destroy"`).
 pub(crate) fn session_span(op: &'static str, worker: &str, resource: &str) -> Span {
+    let (worker, resource) = (bounded(worker), bounded(resource));
     tracing::info_span!(
         target: "agentflow_sandbox::engine",
         "session",
         op,
-        worker,
-        resource,
+        worker = &*worker,
+        resource = &*resource,
         session = Empty,
         code = Empty,
         duration_ms = Empty,
