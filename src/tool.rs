@@ -314,12 +314,50 @@ pub fn tool_specs<T: JsonSchema>() -> Vec<ToolSpec> {
 
 /// A call of tool `tool` as the backend's tool enum. `params` was checked against the tool's
 /// spec, so this fails only where a schema cannot say (then a 1002 on `params`).
-pub fn parse_call<T: DeserializeOwned>(tool: &str, params: Value) -> Result<T> {
-    let params = if params.is_null() { Value::Object(Map::new()) } else { params };
-    let mut call = Map::new();
-    call.insert("tool".into(), tool.into());
-    call.insert("params".into(), integral(params));
-    T::deserialize(Value::Object(call)).map_err(|e| Error::param("params", e.to_string()))
+pub fn parse_call<T: DeserializeOwned>(tool: &str, mut params: Value) -> Result<T> {
+    if params.is_null() {
+        params = Value::Object(Map::new());
+    }
+    integral(&mut params);
+    let call = CallAccess { tool: Some(tool), params: Some(params) };
+    T::deserialize(serde::de::value::MapAccessDeserializer::new(call))
+        .map_err(|e| Error::param("params", e.to_string()))
+}
+
+/// A call as the enum's adjacently tagged form, `{"tool": .., "params": ..}`, presented to serde
+/// without building it (the hot path of every call): the tag first, so serde reads the
+/// parameters straight into the variant.
+struct CallAccess<'a> {
+    tool: Option<&'a str>,
+    params: Option<Value>,
+}
+
+impl<'de> serde::de::MapAccess<'de> for CallAccess<'_> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> std::result::Result<Option<K::Value>, Self::Error> {
+        use serde::de::IntoDeserializer;
+        let key = match (self.tool.is_some(), self.params.is_some()) {
+            (true, _) => "tool",
+            (false, true) => "params",
+            (false, false) => return Ok(None),
+        };
+        seed.deserialize(key.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        use serde::de::IntoDeserializer;
+        match self.tool.take() {
+            Some(tool) => seed.deserialize(tool.into_deserializer()),
+            None => seed.deserialize(self.params.take().unwrap_or(Value::Null)),
+        }
+    }
 }
 
 /// A session config (the backend's defaults merged with the session's keys) as the backend's
@@ -334,20 +372,23 @@ pub fn parse_config<T: DeserializeOwned + JsonSchema>(config: &Map<String, Value
     }
     let spec = ToolSpec::new("config", "", params);
     spec.validate(&Value::Object(config.clone()))?;
-    T::deserialize(integral(Value::Object(config.clone()))).map_err(|e| Error::param("config", e.to_string()))
+    let mut config = Value::Object(config.clone());
+    integral(&mut config);
+    T::deserialize(config).map_err(|e| Error::param("config", e.to_string()))
 }
 
 /// Numbers with no fractional part as integers (`3.0` as `3`), as the checks accept them: serde
 /// reads an integer into a float field, not a float into an integer one.
-fn integral(value: Value) -> Value {
+fn integral(value: &mut Value) {
     match value {
-        Value::Number(n) if n.is_f64() => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-            _ => Value::Number(n),
-        },
-        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect()),
-        other => other,
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15) {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral),
+        Value::Object(map) => map.values_mut().for_each(integral),
+        _ => {}
     }
 }
 
