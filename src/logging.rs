@@ -52,6 +52,11 @@ pub(crate) fn call_span(worker: &str, action: &str) -> Span {
 
 /// Records a call's outcome in its span and logs its end (`debug`).
 pub(crate) fn call_ended(span: &Span, envelope: &Envelope) {
+    // Nobody listens (a library without a logger): finding each field by name would be the
+    // whole cost of this call.
+    if span.is_disabled() {
+        return;
+    }
     let meta = &envelope.meta;
     record(span, envelope);
     span.record("tool", meta.tool.as_deref());
@@ -83,6 +88,9 @@ pub(crate) fn session_span(op: &'static str, worker: &str, resource: &str) -> Sp
 
 /// Records a session create's or destroy's outcome in its span and logs its end (`info`).
 pub(crate) fn session_ended(span: &Span, envelope: &Envelope) {
+    if span.is_disabled() {
+        return;
+    }
     record(span, envelope);
     tracing::info!(
         target: "agentflow_sandbox::engine",

@@ -47,6 +47,8 @@ pub(crate) struct Session {
     settled: Notify,
     /// Raised once, when the session is destroyed: its running call is abandoned.
     destroyed: tokio::sync::watch::Sender<bool>,
+    /// The same, read on every call without the channel's lock.
+    is_destroyed: std::sync::atomic::AtomicBool,
     /// The backend's state; `None` once destroyed or if creation failed.
     pub state: Arc<tokio::sync::Mutex<Option<SessionState>>>,
 }
@@ -64,6 +66,7 @@ impl Session {
             status: Mutex::new(Status::Creating),
             settled: Notify::new(),
             destroyed: tokio::sync::watch::Sender::new(false),
+            is_destroyed: std::sync::atomic::AtomicBool::new(false),
             state: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
@@ -100,11 +103,12 @@ impl Session {
     /// Raises the destroyed signal: the call running in the session is abandoned, and calls
     /// waiting for it do not start.
     pub fn mark_destroyed(&self) {
+        self.is_destroyed.store(true, std::sync::atomic::Ordering::Release);
         self.destroyed.send_replace(true);
     }
 
     pub fn is_destroyed(&self) -> bool {
-        *self.destroyed.borrow()
+        self.is_destroyed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Resolves once the session is destroyed.
