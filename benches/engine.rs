@@ -1,8 +1,9 @@
 //! The engine's own cost: `execute` of a no-op tool on an existing session, through the whole
 //! path (name resolution, parameter check, session lookup and lock, envelope with trace id).
-//! Target: p50 about 1 µs, not slower than before the typed core. `execute_noop_session_logged` is the same call under the binary's
-//! default subscriber (text, `info`), so the per-call span's price for a server is visible
-//! (a few µs; nothing without a subscriber). Run: `cargo bench --bench engine`.
+//! Target: p50 about 1 µs, not slower than before the typed core. `execute_noop_session_logged`
+//! is the same call under the binary's default subscriber (text, `info`), so the per-call span's
+//! price for a server is visible (a few µs; nothing without a subscriber). Run:
+//! `cargo bench --bench engine`.
 
 use std::hint::black_box;
 use std::sync::Arc;
