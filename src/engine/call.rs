@@ -262,7 +262,7 @@ impl Engine {
             if guard.is_none() || session.is_destroyed() {
                 return Err(Error::Destroyed(session.id.clone()));
             }
-            session.touch(inner.ttl);
+            // Touched when the call ends: while it holds the lock, the reaper leaves it alone.
             return Ok(Place::Session(session, guard));
         }
         if tool.spec.sessionless {
