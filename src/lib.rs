@@ -61,7 +61,7 @@ pub mod http;
 
 pub use backend::{Backend, CallContext, Scope, SessionState};
 pub use config::Config;
-pub use engine::{Engine, EngineBuilder, Stopped, Summary};
+pub use engine::{ClosedSession, Engine, EngineBuilder, SessionInfo, Stopped, Summary, WarmupState};
 pub use error::{Error, ErrorCode, Result};
 pub use protocol::Envelope;
 pub use tool::{Kind, Param, ToolSpec};

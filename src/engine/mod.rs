@@ -18,8 +18,8 @@ mod registry;
 mod sessions;
 
 pub use batch::Summary;
-pub use registry::EngineBuilder;
-pub use sessions::Stopped;
+pub use registry::{EngineBuilder, WarmupState};
+pub use sessions::{ClosedSession, SessionInfo, Stopped};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -1,13 +1,13 @@
 //! Building the engine and what it serves: the [`EngineBuilder`], the registry of tool names
 //! (full, `.`/`-`/`_` spellings, short names), the `/tools` listings, and warm-up.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 
 use crate::backend::{Backend, Scope};
@@ -197,42 +197,64 @@ impl Engine {
     /// is 2003 if any failed, 1005 if a name is unknown.
     pub async fn warmup(&self, backends: &[String]) -> Envelope {
         let start = Instant::now();
+        let mut envelope = match self.warm_up(backends).await {
+            Err(e) => Envelope::error(&e),
+            Ok((states, first_error)) => {
+                let data = json!({ "backends": states });
+                match first_error {
+                    None => Envelope::ok(data),
+                    Some(e) => Envelope { data, ..Envelope::error(&e) },
+                }
+            }
+        };
+        envelope.meta.execution_time_ms = start.elapsed().as_secs_f64() * 1000.0;
+        envelope.traced(None)
+    }
+
+    /// [`Engine::warmup`], typed: each backend's state, and the first failure if any failed.
+    /// An unknown name is an error before anything is warmed up.
+    pub async fn warm_up(&self, backends: &[String]) -> Result<(BTreeMap<String, WarmupState>, Option<Error>)> {
         let names: Vec<String> = if backends.is_empty() { self.backend_names() } else { backends.to_vec() };
-        let mut report = Map::new();
+        let slots = names.iter().map(|n| self.slot_of(n)).collect::<Result<Vec<_>>>()?;
+        let mut states = BTreeMap::new();
         let mut first_error = None;
-        for name in &names {
-            let slot = match self.slot_of(name) {
-                Ok(s) => s,
-                Err(e) => return Envelope::error(&e).traced(None),
-            };
-            let entry = match self.ensure_warm(slot).await {
-                Ok(()) => json!({"loaded": true, "warmed_up": true}),
+        for (name, slot) in names.into_iter().zip(slots) {
+            let state = match self.ensure_warm(slot).await {
+                Ok(()) => WarmupState { loaded: true, warmed_up: true, error: None },
                 Err(e) => {
                     let text = match &e {
                         Error::NotWarmedUp { reason, .. } => reason.clone(),
                         other => other.to_string(),
                     };
                     first_error.get_or_insert(e);
-                    json!({"loaded": true, "warmed_up": false, "error": text})
+                    WarmupState { loaded: true, warmed_up: false, error: Some(text) }
                 }
             };
-            report.insert(name.clone(), entry);
+            states.insert(name, state);
         }
-        let data = json!({"backends": report});
-        let mut envelope = match first_error {
-            None => Envelope::ok(data),
-            Some(e) => Envelope { data, ..Envelope::error(&e) },
-        };
-        envelope.meta.execution_time_ms = start.elapsed().as_secs_f64() * 1000.0;
-        envelope.traced(None)
+        Ok((states, first_error))
     }
 
     /// Each backend's warm-up state.
     pub fn warmup_status(&self) -> Envelope {
-        let mut report = Map::new();
-        for slot in &self.inner.slots {
-            report.insert(slot.name.clone(), json!({"loaded": true, "warmed_up": slot.warmed.load(Ordering::Acquire)}));
-        }
-        Envelope::ok(json!({"backends": report})).traced(None)
+        Envelope::ok(json!({ "backends": self.warmup_states() })).traced(None)
     }
+
+    /// [`Engine::warmup_status`], typed.
+    pub fn warmup_states(&self) -> BTreeMap<String, WarmupState> {
+        let state = |s: &Slot| WarmupState { loaded: true, warmed_up: s.warmed.load(Ordering::Acquire), error: None };
+        self.inner.slots.iter().map(|s| (s.name.clone(), state(s))).collect()
+    }
+}
+
+/// One backend's warm-up state (an entry of `data.backends` of `/warmup`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WarmupState {
+    /// Always true: a registered backend is loaded.
+    pub loaded: bool,
+    /// Whether its warm-up succeeded.
+    pub warmed_up: bool,
+    /// Why it failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
 
@@ -85,13 +86,16 @@ impl Engine {
         let start = Instant::now();
         let resource = req.resource_type.clone();
         let span = crate::logging::session_span("create", &req.worker_id, &resource);
-        let result = match self.enter() {
-            Ok(_g) => self.create(req).instrument(span.clone()).await,
-            Err(e) => Err(e),
-        };
+        let result = self.open_session(req).instrument(span.clone()).await;
         let envelope = self.session_envelope(result, start, &resource);
         crate::logging::session_ended(&span, &envelope);
         envelope
+    }
+
+    /// [`Engine::create_session`], typed: what the session is.
+    pub async fn open_session(&self, req: CreateSessionRequest) -> Result<SessionInfo> {
+        let _g = self.enter()?;
+        self.create(req).await
     }
 
     /// Creates several sessions, each with its config; `data.sessions` lists each outcome.
@@ -109,24 +113,30 @@ impl Engine {
         Summary { total: results.len(), results }.sessions_envelope()
     }
 
-    pub(super) fn session_envelope(&self, result: Result<Value>, start: Instant, resource: &str) -> Envelope {
-        let mut envelope = Envelope::from_result(result);
+    pub(super) fn session_envelope<T: Serialize + SessionIdentified>(
+        &self,
+        result: Result<T>,
+        start: Instant,
+        resource: &str,
+    ) -> Envelope {
+        let session_id = result.as_ref().ok().and_then(|r| r.session_id().map(str::to_owned));
+        let mut envelope = Envelope::from_result(result.map(|r| json!(r)));
         envelope.meta.resource_type = Some(resource.to_owned());
-        envelope.meta.session_id = envelope.data.get("session_id").and_then(Value::as_str).map(str::to_owned);
+        envelope.meta.session_id = session_id;
         envelope.meta.execution_time_ms = start.elapsed().as_secs_f64() * 1000.0;
         envelope.traced(None)
     }
 
-    pub(super) async fn create(&self, req: CreateSessionRequest) -> Result<Value> {
+    pub(super) async fn create(&self, req: CreateSessionRequest) -> Result<SessionInfo> {
         let slot_index = self.slot_of(&req.resource_type)?;
         let slot = &self.inner.slots[slot_index];
         if slot.scope == Scope::Shared {
-            return Ok(json!({
-                "session_id": null,
-                "session_name": null,
-                "session_status": "shared",
-                "resource_type": slot.name,
-            }));
+            return Ok(SessionInfo {
+                session_id: None,
+                session_name: None,
+                session_status: "shared",
+                resource_type: slot.name.clone(),
+            });
         }
         self.ensure_warm(slot_index).await?;
         let worker = req.worker_id.as_str();
@@ -146,13 +156,11 @@ impl Engine {
                 }
             }
         };
-        let describe = |s: &Session| {
-            json!({
-                "session_id": s.id,
-                "session_name": s.name,
-                "session_status": "active",
-                "resource_type": s.resource,
-            })
+        let describe = |s: &Session| SessionInfo {
+            session_id: Some(s.id.clone()),
+            session_name: Some(s.name.clone()),
+            session_status: "active",
+            resource_type: s.resource.clone(),
         };
         let Some(mut guard) = guard else {
             return if session.settled().await {
@@ -188,28 +196,33 @@ impl Engine {
     pub async fn destroy_session(&self, worker_id: &str, resource_type: &str) -> Envelope {
         let start = Instant::now();
         let span = crate::logging::session_span("destroy", worker_id, resource_type);
-        let result = async {
-            check_worker_id(worker_id)?;
-            self.slot_of(resource_type)?;
-            let session = self.inner.sessions.read().get(worker_id, resource_type).cloned();
-            if let Some(session) = session {
-                self.destroy(&session).await;
-                return Ok(json!({"session_id": session.id, "resource_type": session.resource}));
-            }
-            // Only temporary sessions, of calls running now: they are abandoned.
-            let temporaries = self.temporaries(worker_id, Some(resource_type));
-            let Some(first) = temporaries.first() else {
-                return Err(Error::Session(format!("worker '{worker_id}' has no '{resource_type}' session")));
-            };
-            let id = first.id.clone();
-            self.destroy_temporaries(temporaries).await;
-            Ok(json!({"session_id": id, "resource_type": resource_type, "temporary": true}))
-        }
-        .instrument(span.clone())
-        .await;
+        let result = self.close_session(worker_id, resource_type).instrument(span.clone()).await;
         let envelope = self.session_envelope(result, start, resource_type);
         crate::logging::session_ended(&span, &envelope);
         envelope
+    }
+
+    /// [`Engine::destroy_session`], typed: which session was destroyed.
+    pub async fn close_session(&self, worker_id: &str, resource_type: &str) -> Result<ClosedSession> {
+        check_worker_id(worker_id)?;
+        self.slot_of(resource_type)?;
+        let session = self.inner.sessions.read().get(worker_id, resource_type).cloned();
+        if let Some(session) = session {
+            self.destroy(&session).await;
+            return Ok(ClosedSession {
+                session_id: session.id.clone(),
+                resource_type: session.resource.clone(),
+                temporary: false,
+            });
+        }
+        // Only temporary sessions, of calls running now: they are abandoned.
+        let temporaries = self.temporaries(worker_id, Some(resource_type));
+        let Some(first) = temporaries.first() else {
+            return Err(Error::Session(format!("worker '{worker_id}' has no '{resource_type}' session")));
+        };
+        let id = first.id.clone();
+        self.destroy_temporaries(temporaries).await;
+        Ok(ClosedSession { session_id: id, resource_type: resource_type.to_owned(), temporary: true })
     }
 
     /// Destroys several of a worker's sessions; `data.sessions` lists each outcome.
@@ -330,6 +343,7 @@ impl Engine {
         }
         let sessions = self.inner.sessions.read().worker(worker_id);
         let mut by_type = Map::new();
+        let active = self.active_resources(worker_id);
         for s in &sessions {
             by_type.insert(
                 s.resource.clone(),
@@ -341,7 +355,6 @@ impl Engine {
                 }),
             );
         }
-        let active: Vec<&String> = sessions.iter().map(|s| &s.resource).collect();
         Envelope::ok(json!({
             "worker_id": worker_id,
             "active_resources": active,
@@ -349,6 +362,12 @@ impl Engine {
             "tools_available": self.inner.tools.len(),
         }))
         .traced(None)
+    }
+
+    /// The resource types a worker has sessions of, in name order (the worker id already
+    /// checked by the caller).
+    pub fn active_resources(&self, worker_id: &str) -> Vec<String> {
+        self.inner.sessions.read().worker(worker_id).iter().map(|s| s.resource.clone()).collect()
     }
 
     /// Stops taking calls, lets running ones finish (or cancels them with `force`), destroys
@@ -418,4 +437,46 @@ pub struct Stopped {
     pub sessions_cleaned: usize,
     /// Whether a shutdown had already begun (this call then did nothing).
     pub already_stopping: bool,
+}
+
+/// A session as `/session/create` describes it (its `data`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    /// Its id; `None` for a shared backend, which has no sessions.
+    pub session_id: Option<String>,
+    /// Its name (`custom_name`, else its id).
+    pub session_name: Option<String>,
+    /// `"active"`, or `"shared"` for a shared backend.
+    pub session_status: &'static str,
+    /// Its backend.
+    pub resource_type: String,
+}
+
+/// A destroyed session (the `data` of `/session/destroy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClosedSession {
+    /// Its id.
+    pub session_id: String,
+    /// Its backend.
+    pub resource_type: String,
+    /// Whether it was the temporary session of a running call.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub temporary: bool,
+}
+
+/// What names a session in an answer's `meta`.
+pub(super) trait SessionIdentified {
+    fn session_id(&self) -> Option<&str>;
+}
+
+impl SessionIdentified for SessionInfo {
+    fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+}
+
+impl SessionIdentified for ClosedSession {
+    fn session_id(&self) -> Option<&str> {
+        Some(&self.session_id)
+    }
 }

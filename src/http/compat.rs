@@ -4,7 +4,7 @@
 //! The paths that answer exactly as the native ones are routed to the native handlers in
 //! `mod.rs`; only the reshaping lives here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use super::{error_reply, json_response, query_bool, require_worker, AppState, Body, Reply};
-use crate::protocol::{ShutdownRequest, WarmupRequest, WorkerRequest};
+use crate::engine::WarmupState;
+use crate::protocol::{Envelope, ShutdownRequest, WarmupRequest, WorkerRequest};
 
 pub(super) async fn tools(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let hidden = match query_bool(&q, "include_hidden") {
@@ -30,24 +31,23 @@ pub(super) async fn tool_schema(State(s): State<AppState>, Path(name): Path<Stri
     }
 }
 
-fn summary(backends: &Map<String, Value>) -> Value {
-    let warmed = backends.values().filter(|b| b["warmed_up"] == Value::Bool(true)).count();
+fn summary(backends: &BTreeMap<String, WarmupState>) -> Value {
+    let warmed = backends.values().filter(|b| b.warmed_up).count();
     json!({"total": backends.len(), "warmed_up": warmed, "pending": backends.len() - warmed})
 }
 
 pub(super) async fn warmup(State(s): State<AppState>, Body(req): Body<WarmupRequest>) -> Response {
-    let envelope = s.engine.warmup(&req.backends.unwrap_or_default()).await;
-    let Some(backends) = envelope.data.get("backends").and_then(Value::as_object) else {
-        return Reply(envelope).into_response();
+    let backends = match s.engine.warm_up(&req.backends.unwrap_or_default()).await {
+        Ok((backends, _)) => backends,
+        Err(e) => return Reply(Envelope::error(&e).traced(None)).into_response(),
     };
-    let results: Map<String, Value> =
-        backends.iter().map(|(k, v)| (k.clone(), json!(v["warmed_up"] == Value::Bool(true)))).collect();
+    let results: Map<String, Value> = backends.iter().map(|(k, v)| (k.clone(), json!(v.warmed_up))).collect();
     let errors: Map<String, Value> =
-        backends.iter().filter_map(|(k, v)| v.get("error").map(|e| (k.clone(), e.clone()))).collect();
+        backends.iter().filter_map(|(k, v)| v.error.as_ref().map(|e| (k.clone(), json!(e)))).collect();
     let mut body = json!({
         "status": if errors.is_empty() { "success" } else { "partial_error" },
         "results": results,
-        "summary": summary(backends),
+        "summary": summary(&backends),
     });
     if !errors.is_empty() {
         body["errors"] = Value::Object(errors);
@@ -56,8 +56,7 @@ pub(super) async fn warmup(State(s): State<AppState>, Body(req): Body<WarmupRequ
 }
 
 pub(super) async fn warmup_status(State(s): State<AppState>) -> Response {
-    let envelope = s.engine.warmup_status();
-    let backends = envelope.data["backends"].as_object().cloned().unwrap_or_default();
+    let backends = s.engine.warmup_states();
     let summary = summary(&backends);
     json_response(StatusCode::OK, &json!({"backends": backends, "summary": summary}))
 }
@@ -91,14 +90,13 @@ impl<S: Send + Sync> FromRequest<S> for Worker {
 }
 
 pub(super) async fn heartbeat(State(s): State<AppState>, Worker(worker): Worker) -> Response {
-    let status = s.engine.status(&worker);
-    let mut envelope = crate::Envelope::ok(json!({
+    let active = s.engine.active_resources(&worker);
+    let envelope = Envelope::ok(json!({
         "worker_id": worker,
-        "active_sessions": status.data["active_resources"],
+        "active_sessions": active,
         "timestamp": crate::protocol::rfc3339(std::time::SystemTime::now()),
     }));
-    envelope.meta = status.meta;
-    Reply(envelope).into_response()
+    Reply(envelope.traced(None)).into_response()
 }
 
 pub(super) async fn lifecycle_status(State(s): State<AppState>, Worker(worker): Worker) -> Response {
