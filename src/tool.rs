@@ -363,18 +363,30 @@ impl<'de> serde::de::MapAccess<'de> for CallAccess<'_> {
 /// A session config (the backend's defaults merged with the session's keys) as the backend's
 /// config struct: checked against the struct's schema first, so that an unknown key, a missing
 /// one, a mistyped or out-of-range value is a 1002 naming the key (`env.NAME` inside a map).
-pub fn parse_config<T: DeserializeOwned + JsonSchema>(config: &Map<String, Value>) -> Result<T> {
-    let schema = schema_of::<T>();
-    let params = params_of(&schema);
-    if let Some(key) = config.keys().find(|k| !params.iter().any(|p| &p.name == *k)) {
-        let known: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+pub fn parse_config<T: DeserializeOwned + JsonSchema + 'static>(config: &Map<String, Value>) -> Result<T> {
+    let spec = config_spec::<T>();
+    if let Some(key) = config.keys().find(|k| !spec.params.iter().any(|p| &p.name == *k)) {
+        let known: Vec<&str> = spec.params.iter().map(|p| p.name.as_str()).collect();
         return Err(Error::param(key, format!("unknown session config key (known: {})", known.join(", "))));
     }
-    let spec = ToolSpec::new("config", "", params);
-    spec.validate(&Value::Object(config.clone()))?;
     let mut config = Value::Object(config.clone());
+    spec.validate(&config)?;
     integral(&mut config);
     T::deserialize(config).map_err(|e| Error::param("config", e.to_string()))
+}
+
+/// The checks of config type `T`, derived from its schema once per process (every session
+/// create reads its config).
+fn config_spec<T: JsonSchema + 'static>() -> std::sync::Arc<ToolSpec> {
+    use std::any::TypeId;
+    use std::collections::HashMap;
+    static SPECS: parking_lot::Mutex<Option<HashMap<TypeId, std::sync::Arc<ToolSpec>>>> = parking_lot::Mutex::new(None);
+    let mut specs = SPECS.lock();
+    let spec = specs
+        .get_or_insert_with(HashMap::new)
+        .entry(TypeId::of::<T>())
+        .or_insert_with(|| std::sync::Arc::new(ToolSpec::new("config", "", params_of(&schema_of::<T>()))));
+    spec.clone()
 }
 
 /// Numbers with no fractional part as integers (`3.0` as `3`), as the checks accept them: serde

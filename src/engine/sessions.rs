@@ -374,12 +374,7 @@ impl Engine {
     /// every session if asked, and shuts the backends down. Answers `sessions_cleaned`.
     /// Sessions are always released by the time the engine is dropped.
     pub async fn shutdown(&self, force: bool, cleanup_sessions: bool) -> Envelope {
-        let stopped = self.stop(force, cleanup_sessions).await;
-        let mut data = json!({ "sessions_cleaned": stopped.sessions_cleaned });
-        if stopped.already_stopping {
-            data["already_stopping"] = json!(true);
-        }
-        Envelope::ok(data).traced(None)
+        self.stop(force, cleanup_sessions).await.envelope()
     }
 
     /// Stops the engine: refuses new calls (5002), waits for running ones (cancels them with
@@ -437,6 +432,17 @@ pub struct Stopped {
     pub sessions_cleaned: usize,
     /// Whether a shutdown had already begun (this call then did nothing).
     pub already_stopping: bool,
+}
+
+impl Stopped {
+    /// The answer of `/shutdown`: `sessions_cleaned`, and `already_stopping` when it was.
+    pub fn envelope(self) -> Envelope {
+        let mut data = json!({ "sessions_cleaned": self.sessions_cleaned });
+        if self.already_stopping {
+            data["already_stopping"] = json!(true);
+        }
+        Envelope::ok(data).traced(None)
+    }
 }
 
 /// A session as `/session/create` describes it (its `data`).

@@ -435,12 +435,7 @@ async fn warmup_status(State(s): State<AppState>) -> Response {
 /// Stops the engine (draining or cancelling calls, destroying sessions), answers, then lets the
 /// server stop.
 async fn shutdown(State(s): State<AppState>, Body(req): Body<ShutdownRequest>) -> Response {
-    let stopped = stop_server(&s, &req).await;
-    let mut data = json!({ "sessions_cleaned": stopped.sessions_cleaned });
-    if stopped.already_stopping {
-        data["already_stopping"] = json!(true);
-    }
-    Reply(Envelope::ok(data).traced(None)).into_response()
+    Reply(stop_server(&s, &req).await.envelope()).into_response()
 }
 
 /// `/shutdown` and its compatibility path: stops the engine, then lets the server stop.
