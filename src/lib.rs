@@ -61,7 +61,10 @@ pub mod http;
 
 pub use backend::{Backend, CallContext, Scope, SessionState};
 pub use config::Config;
-pub use engine::{ClosedSession, Engine, EngineBuilder, SessionInfo, Stopped, Summary, WarmupState};
+pub use engine::{
+    ClosedSession, Engine, EngineBuilder, Refreshed, SessionInfo, SessionSummary, Stopped, Summary, WarmupState,
+    WorkerStatus,
+};
 pub use error::{Error, ErrorCode, Result};
 pub use protocol::Envelope;
 pub use tool::{Kind, Param, ToolSpec};

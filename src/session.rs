@@ -8,15 +8,14 @@
 //! made or released is the backend's, and when it is released is the engine's.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
-use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::backend::SessionState;
-use crate::protocol::rfc3339;
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +29,7 @@ pub(crate) enum Status {
 }
 
 struct Times {
-    last_activity: SystemTime,
+    last_activity: Instant,
     expires: Instant,
 }
 
@@ -42,19 +41,23 @@ pub(crate) struct Session {
     pub resource: String,
     pub backend: usize,
     pub created_at: SystemTime,
+    /// `created_at` on the monotonic clock: activity is kept as an `Instant` (one clock read per
+    /// call) and turned into wall time from this pair when listed.
+    created: Instant,
     times: Mutex<Times>,
     status: Mutex<Status>,
     settled: Notify,
-    /// Raised once, when the session is destroyed: its running call is abandoned.
-    destroyed: tokio::sync::watch::Sender<bool>,
-    /// The same, read on every call without the channel's lock.
-    is_destroyed: std::sync::atomic::AtomicBool,
+    /// Set once, when the session is destroyed: its running call is abandoned.
+    is_destroyed: AtomicBool,
+    /// Wakes the call racing `is_destroyed`.
+    destroyed: Notify,
     /// The backend's state; `None` once destroyed or if creation failed.
     pub state: Arc<tokio::sync::Mutex<Option<SessionState>>>,
 }
 
 impl Session {
     pub fn new(id: String, name: String, worker: &str, resource: &str, backend: usize, ttl: Duration) -> Self {
+        let now = Instant::now();
         Session {
             id,
             name,
@@ -62,20 +65,22 @@ impl Session {
             resource: resource.to_owned(),
             backend,
             created_at: SystemTime::now(),
-            times: Mutex::new(Times { last_activity: SystemTime::now(), expires: Instant::now() + ttl }),
+            created: now,
+            times: Mutex::new(Times { last_activity: now, expires: now + ttl }),
             status: Mutex::new(Status::Creating),
             settled: Notify::new(),
-            destroyed: tokio::sync::watch::Sender::new(false),
-            is_destroyed: std::sync::atomic::AtomicBool::new(false),
+            is_destroyed: AtomicBool::new(false),
+            destroyed: Notify::new(),
             state: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 
     /// Records activity and extends the session to now + `ttl`.
     pub fn touch(&self, ttl: Duration) {
+        let now = Instant::now();
         let mut t = self.times.lock();
-        t.last_activity = SystemTime::now();
-        t.expires = Instant::now() + ttl;
+        t.last_activity = now;
+        t.expires = now + ttl;
     }
 
     pub fn expired(&self, now: Instant) -> bool {
@@ -103,18 +108,23 @@ impl Session {
     /// Raises the destroyed signal: the call running in the session is abandoned, and calls
     /// waiting for it do not start.
     pub fn mark_destroyed(&self) {
-        self.is_destroyed.store(true, std::sync::atomic::Ordering::Release);
-        self.destroyed.send_replace(true);
+        self.is_destroyed.store(true, Ordering::Release);
+        self.destroyed.notify_waiters();
     }
 
     pub fn is_destroyed(&self) -> bool {
-        self.is_destroyed.load(std::sync::atomic::Ordering::Acquire)
+        self.is_destroyed.load(Ordering::Acquire)
     }
 
     /// Resolves once the session is destroyed.
     pub async fn destroyed(&self) {
-        let mut rx = self.destroyed.subscribe();
-        let _ = rx.wait_for(|d| *d).await;
+        let notified = self.destroyed.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read, so a destroy in between is not missed.
+        notified.as_mut().enable();
+        if !self.is_destroyed() {
+            notified.await;
+        }
     }
 
     /// Waits until the session is gone (its state released).
@@ -146,20 +156,7 @@ impl Session {
     }
 
     pub fn last_activity(&self) -> SystemTime {
-        self.times.lock().last_activity
-    }
-
-    /// The `/session/list` entry.
-    pub fn describe(&self) -> Value {
-        json!({
-            "resource_type": self.resource,
-            "session_id": self.id,
-            "session_name": self.name,
-            "status": self.status_name(),
-            "created_at": rfc3339(self.created_at),
-            "last_activity": rfc3339(self.last_activity()),
-            "expires_at": rfc3339(self.expires_at()),
-        })
+        self.created_at + self.times.lock().last_activity.saturating_duration_since(self.created)
     }
 }
 

@@ -244,6 +244,26 @@ async fn a_session_cannot_loosen_the_operators_jail() {
 }
 
 #[test]
+fn a_policy_is_read_as_configs_are() {
+    // An unknown or mistyped policy key is a configuration error naming it (and the known ones).
+    for (policy, field) in [
+        (json!({"memory": 4096}), "memory"),
+        (json!({"memory_mb": "4096"}), "memory_mb"),
+        (json!({"isolation": ["jail"]}), "isolation"),
+        (json!({"writable": ["relative/path"]}), "writable"),
+    ] {
+        let Err(e) = BashBackend::with_policy(object(json!({})), object(policy.clone())) else {
+            panic!("{policy} was accepted")
+        };
+        assert!(e.to_string().contains(field), "{policy}: {e}");
+    }
+    let Err(e) = BashBackend::with_policy(object(json!({})), object(json!({"memroy_mb": 1}))) else { panic!() };
+    assert!(e.to_string().contains("known:") && e.to_string().contains("memory_mb"), "{e}");
+    // One isolation level may be written alone.
+    assert!(BashBackend::with_policy(object(json!({})), object(json!({"isolation": "none"}))).is_ok());
+}
+
+#[test]
 fn work_root_is_the_operators_and_never_a_system_directory() {
     for dir in ["/", "/etc", "/usr", "/var", "/tmp", "relative"] {
         let defaults = object(json!({"isolation": "bwrap", "work_root": dir}));

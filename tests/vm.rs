@@ -560,6 +560,11 @@ async fn a_screen_above_the_policy_is_refused_and_an_operator_can_raise_the_ceil
     for bad in [json!([0, 100]), json!([9000, 9000]), json!("4k")] {
         assert!(VmBackend::with_policy(config(json!({})), config(json!({"screen_size": bad}))).is_err(), "{bad}");
     }
+    // A policy key the backend does not know is refused, naming the known ones.
+    let Err(e) = VmBackend::with_policy(config(json!({})), config(json!({"screen_sizes": [4096, 2304]}))) else {
+        panic!("an unknown policy key was accepted")
+    };
+    assert!(e.to_string().contains("screen_sizes") && e.to_string().contains("known: screen_size"), "{e}");
     for bad in [json!({"allowed_displays": ":5"}), json!({"allowed_displays": ["five"]}), json!({"display": ":5"})] {
         assert!(VmBackend::new(config(bad.clone())).is_err(), "{bad}");
     }

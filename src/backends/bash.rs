@@ -129,80 +129,65 @@ pub struct BashBackend {
 const OPERATOR_ONLY: &[&str] = &["work_root", "uid_first", "uid_count"];
 
 /// What the operator lets sessions loosen beyond the defaults (`resources.bash.policy`); with
-/// none, a session of a jailed backend may only tighten the jail.
-#[derive(Debug, Clone, Default)]
+/// none, a session of a jailed backend may only tighten the jail. Read as session configs are
+/// (an unknown key is refused, naming the known ones).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 struct Policy {
-    /// `isolation: ["none"]`: sessions may leave the jail.
-    isolation_none: bool,
-    /// `network: true`: sessions may share the host's network.
+    /// isolation levels sessions may choose: "none" lets them leave the jail
+    #[serde(default)]
+    isolation: Vec<Isolation>,
+    /// sessions may share the host's network
+    #[serde(default)]
     network: bool,
-    /// `writable: [paths]`: paths (and what is under them) sessions may name writable.
+    /// paths (and what is under them) sessions may name writable
+    #[serde(default)]
     writable: Vec<PathBuf>,
-    /// Ceilings for the limits (`memory_mb`, …), where above the operator's defaults.
-    ceilings: Vec<(&'static str, u64)>,
-    /// `loader_env: true`: sessions may set `LD_*` variables.
+    /// sessions may set LD_* variables
+    #[serde(default)]
     loader_env: bool,
-    /// `max_output_bytes`: the most output a session may ask to keep per answer (held in
-    /// memory while the command runs), jailed or not.
+    /// the most output a session may ask to keep per answer (held in memory while the command runs)
     max_output_bytes: Option<u64>,
+    #[serde(flatten)]
+    ceilings: Ceilings,
+}
+
+/// The limits as a policy's ceilings (each optional: above the operator's default only).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+struct Ceilings {
+    /// ceiling for memory_mb
+    memory_mb: Option<u64>,
+    /// ceiling for max_processes
+    max_processes: Option<u64>,
+    /// ceiling for cpu_seconds
+    cpu_seconds: Option<u64>,
+    /// ceiling for file_size_mb
+    file_size_mb: Option<u64>,
+    /// ceiling for disk_mb
+    disk_mb: Option<u64>,
 }
 
 /// The most output per answer a session may ask for when the policy does not say.
 const MAX_OUTPUT_CEILING: u64 = 16 << 20;
 
-const LIMIT_KEYS: [&str; 5] = ["memory_mb", "max_processes", "cpu_seconds", "file_size_mb", "disk_mb"];
-
-fn limit_of(limits: &Limits, key: &str) -> u64 {
-    match key {
-        "memory_mb" => limits.memory_mb,
-        "max_processes" => limits.max_processes,
-        "cpu_seconds" => limits.cpu_seconds,
-        "file_size_mb" => limits.file_size_mb,
-        _ => limits.disk_mb,
-    }
-}
+/// Each limit: its key, its value in a jail's limits, and its ceiling in a policy.
+const LIMITS: [(&str, fn(&Limits) -> u64, fn(&Ceilings) -> Option<u64>); 5] = [
+    ("memory_mb", |l| l.memory_mb, |c| c.memory_mb),
+    ("max_processes", |l| l.max_processes, |c| c.max_processes),
+    ("cpu_seconds", |l| l.cpu_seconds, |c| c.cpu_seconds),
+    ("file_size_mb", |l| l.file_size_mb, |c| c.file_size_mb),
+    ("disk_mb", |l| l.disk_mb, |c| c.disk_mb),
+];
 
 impl Policy {
     fn parse(map: &Map<String, Value>) -> Result<Policy> {
-        let mut policy = Policy::default();
-        for (key, value) in map {
-            let bad = |expected: &str| Error::Config(format!("'{key}': expected {expected}, got {value}"));
-            match key.as_str() {
-                "isolation" => {
-                    let values: Vec<&str> = match value {
-                        Value::String(s) => vec![s.as_str()],
-                        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
-                        _ => return Err(bad("a list of isolation levels")),
-                    };
-                    if values.iter().any(|v| !["none", "bwrap"].contains(v)) {
-                        return Err(bad("a list of \"none\" and \"bwrap\""));
-                    }
-                    policy.isolation_none = values.contains(&"none");
-                }
-                "network" => policy.network = value.as_bool().ok_or_else(|| bad("true or false"))?,
-                "loader_env" => policy.loader_env = value.as_bool().ok_or_else(|| bad("true or false"))?,
-                "max_output_bytes" => {
-                    policy.max_output_bytes = Some(value.as_u64().ok_or_else(|| bad("an integer"))?);
-                }
-                "writable" => {
-                    let paths = value.as_array().ok_or_else(|| bad("a list of absolute paths"))?;
-                    policy.writable = paths
-                        .iter()
-                        .map(|p| p.as_str().filter(|p| p.starts_with('/')).map(PathBuf::from))
-                        .collect::<Option<_>>()
-                        .ok_or_else(|| bad("a list of absolute paths"))?;
-                }
-                k => match LIMIT_KEYS.iter().find(|l| **l == k) {
-                    Some(l) => policy.ceilings.push((l, value.as_u64().ok_or_else(|| bad("an integer"))?)),
-                    None => {
-                        return Err(Error::Config(format!(
-                            "unknown policy key '{key}' (known: isolation, network, writable, loader_env, \
-                             max_output_bytes, {})",
-                            LIMIT_KEYS.join(", ")
-                        )))
-                    }
-                },
-            }
+        let mut map = map.clone();
+        // One level may be written alone.
+        if let Some(level @ Value::String(_)) = map.get_mut("isolation") {
+            *level = Value::Array(vec![level.take()]);
+        }
+        let policy: Policy = parse_config(&map)?;
+        if let Some(path) = policy.writable.iter().find(|p| !p.is_absolute()) {
+            return Err(Error::param("writable", format!("expected absolute paths, got {}", path.display())));
         }
         Ok(policy)
     }
@@ -210,7 +195,7 @@ impl Policy {
     /// A session's jail (`asked`, `None` for none) against the operator's (`floor`).
     fn check(&self, floor: &JailConfig, asked: Option<&JailConfig>) -> Result<()> {
         let Some(asked) = asked else {
-            return match self.isolation_none {
+            return match self.isolation.contains(&Isolation::None) {
                 true => Ok(()),
                 false => Err(Error::policy(
                     "isolation",
@@ -239,13 +224,9 @@ impl Policy {
                 ),
             ));
         }
-        for key in LIMIT_KEYS {
-            let ceiling = self
-                .ceilings
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map_or(limit_of(&floor.limits, key), |(_, c)| (*c).max(limit_of(&floor.limits, key)));
-            let value = limit_of(&asked.limits, key);
+        for (key, limit, ceiling) in LIMITS {
+            let ceiling = ceiling(&self.ceilings).unwrap_or(0).max(limit(&floor.limits));
+            let value = limit(&asked.limits);
             if value > ceiling {
                 return Err(Error::policy(
                     key,

@@ -224,6 +224,14 @@ fn read_size(v: &Value) -> Option<(u32, u32)> {
     Some((side(dims[0])?, side(dims[1])?))
 }
 
+/// The operator's policy (`resources.vm.policy`), read as session configs are.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct Policy {
+    /// [width, height]: the largest screen a session may ask for
+    #[schemars(length(min = 2, max = 2))]
+    screen_size: Option<Vec<u64>>,
+}
+
 /// The session config keys, as the config arrives; checked against this type's schema, so an
 /// unknown key or a mistyped value is a 1002 naming it.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -373,9 +381,13 @@ impl VmBackend {
             Error::Param { field, reason } => config(&field, reason),
             other => other,
         })?;
-        let max_screen = match policy.get("screen_size") {
-            None | Some(Value::Null) => DEFAULT_MAX_SCREEN,
-            Some(v) => read_size(v).ok_or_else(|| {
+        let policy: Policy = parse_config(&policy).map_err(|e| match e {
+            Error::Param { field, reason } => config(&format!("policy.{field}"), reason),
+            other => other,
+        })?;
+        let max_screen = match policy.screen_size.map(|size| json!(size)) {
+            None => DEFAULT_MAX_SCREEN,
+            Some(v) => read_size(&v).ok_or_else(|| {
                 config("policy.screen_size", format!("expected [width, height] in 1..={MAX_SIDE}, got {v}"))
             })?,
         };

@@ -19,7 +19,7 @@ mod sessions;
 
 pub use batch::Summary;
 pub use registry::{EngineBuilder, WarmupState};
-pub use sessions::{ClosedSession, SessionInfo, Stopped};
+pub use sessions::{ClosedSession, Refreshed, SessionInfo, SessionSummary, Stopped, WorkerStatus};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -2,6 +2,7 @@
 //! concurrent callers wait for the outcome), destroy (abandoning the running call), expiry (the
 //! reaper task), listing and status, and shutdown.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -303,65 +304,65 @@ impl Engine {
         self.inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// A worker's sessions.
+    /// A worker's sessions (`data.sessions`, `total`).
     pub async fn list_sessions(&self, worker_id: &str) -> Envelope {
-        if let Err(e) = check_worker_id(worker_id) {
-            return Envelope::error(&e).traced(None);
-        }
-        let sessions: Vec<Value> = self.inner.sessions.read().worker(worker_id).iter().map(|s| s.describe()).collect();
-        Envelope::ok(json!({"sessions": sessions, "worker_id": worker_id, "total": sessions.len()})).traced(None)
+        let result = self
+            .sessions_of(worker_id)
+            .map(|sessions| json!({"total": sessions.len(), "sessions": sessions, "worker_id": worker_id}));
+        Envelope::from_result(result).traced(None)
+    }
+
+    /// [`Engine::list_sessions`], typed.
+    pub fn sessions_of(&self, worker_id: &str) -> Result<Vec<SessionSummary>> {
+        check_worker_id(worker_id)?;
+        Ok(self.inner.sessions.read().worker(worker_id).iter().map(|s| SessionSummary::of(s)).collect())
     }
 
     /// Extends a worker's session of `resource_type` (or all of its sessions) to now + TTL.
     pub async fn refresh_sessions(&self, worker_id: &str, resource_type: Option<&str>) -> Envelope {
-        let result = (|| {
-            check_worker_id(worker_id)?;
-            let sessions = match resource_type {
-                Some(r) => {
-                    self.slot_of(r)?;
-                    let s = self.inner.sessions.read().get(worker_id, r).cloned();
-                    vec![s.ok_or_else(|| Error::Session(format!("worker '{worker_id}' has no '{r}' session")))?]
-                }
-                None => self.inner.sessions.read().worker(worker_id),
-            };
-            let refreshed: Vec<Value> = sessions
-                .iter()
-                .map(|s| {
-                    s.touch(self.inner.ttl);
-                    json!({"resource_type": s.resource, "session_id": s.id, "expires_at": rfc3339(s.expires_at())})
-                })
-                .collect();
-            Ok(json!({"refreshed": refreshed}))
-        })();
+        let result = self.refresh(worker_id, resource_type).map(|refreshed| json!({"refreshed": refreshed}));
         Envelope::from_result(result).traced(None)
+    }
+
+    /// [`Engine::refresh_sessions`], typed: each session refreshed.
+    pub fn refresh(&self, worker_id: &str, resource_type: Option<&str>) -> Result<Vec<Refreshed>> {
+        check_worker_id(worker_id)?;
+        let sessions = match resource_type {
+            Some(r) => {
+                self.slot_of(r)?;
+                let s = self.inner.sessions.read().get(worker_id, r).cloned();
+                vec![s.ok_or_else(|| Error::Session(format!("worker '{worker_id}' has no '{r}' session")))?]
+            }
+            None => self.inner.sessions.read().worker(worker_id),
+        };
+        Ok(sessions
+            .iter()
+            .map(|s| {
+                s.touch(self.inner.ttl);
+                Refreshed {
+                    resource_type: s.resource.clone(),
+                    session_id: s.id.clone(),
+                    expires_at: rfc3339(s.expires_at()),
+                }
+            })
+            .collect())
     }
 
     /// A worker's state: its sessions and what tools exist.
     pub fn status(&self, worker_id: &str) -> Envelope {
-        if let Err(e) = check_worker_id(worker_id) {
-            return Envelope::error(&e).traced(None);
-        }
+        Envelope::from_result(self.worker_status(worker_id).map(|s| json!(s))).traced(None)
+    }
+
+    /// [`Engine::status`], typed.
+    pub fn worker_status(&self, worker_id: &str) -> Result<WorkerStatus> {
+        check_worker_id(worker_id)?;
         let sessions = self.inner.sessions.read().worker(worker_id);
-        let mut by_type = Map::new();
-        let active = self.active_resources(worker_id);
-        for s in &sessions {
-            by_type.insert(
-                s.resource.clone(),
-                json!({
-                    "session_id": s.id,
-                    "status": s.status_name(),
-                    "created_at": rfc3339(s.created_at),
-                    "last_activity": rfc3339(s.last_activity()),
-                }),
-            );
-        }
-        Envelope::ok(json!({
-            "worker_id": worker_id,
-            "active_resources": active,
-            "sessions": by_type,
-            "tools_available": self.inner.tools.len(),
-        }))
-        .traced(None)
+        Ok(WorkerStatus {
+            worker_id: worker_id.to_owned(),
+            active_resources: sessions.iter().map(|s| s.resource.clone()).collect(),
+            sessions: sessions.iter().map(|s| (s.resource.clone(), SessionSummary::of(s))).collect(),
+            tools_available: self.inner.tools.len(),
+        })
     }
 
     /// The resource types a worker has sessions of, in name order (the worker id already
@@ -456,6 +457,63 @@ pub struct SessionInfo {
     pub session_status: &'static str,
     /// Its backend.
     pub resource_type: String,
+}
+
+/// A session as `/session/list` and `/status` describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionSummary {
+    /// Its backend.
+    pub resource_type: String,
+    /// Its id.
+    pub session_id: String,
+    /// Its name (`custom_name`, else its id).
+    pub session_name: String,
+    /// `"creating"`, `"active"` or `"closed"`.
+    pub status: &'static str,
+    /// When it was made, RFC 3339 UTC.
+    pub created_at: String,
+    /// Its last call's end (or its refresh), RFC 3339 UTC.
+    pub last_activity: String,
+    /// When it expires unless used, RFC 3339 UTC.
+    pub expires_at: String,
+}
+
+impl SessionSummary {
+    fn of(s: &Session) -> Self {
+        SessionSummary {
+            resource_type: s.resource.clone(),
+            session_id: s.id.clone(),
+            session_name: s.name.clone(),
+            status: s.status_name(),
+            created_at: rfc3339(s.created_at),
+            last_activity: rfc3339(s.last_activity()),
+            expires_at: rfc3339(s.expires_at()),
+        }
+    }
+}
+
+/// A worker's state (the `data` of `/status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerStatus {
+    /// The worker.
+    pub worker_id: String,
+    /// The resource types it has sessions of, in name order.
+    pub active_resources: Vec<String>,
+    /// Its sessions by resource type.
+    pub sessions: BTreeMap<String, SessionSummary>,
+    /// How many tools the engine has.
+    pub tools_available: usize,
+}
+
+/// A refreshed session (an entry of `data.refreshed` of `/session/refresh`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refreshed {
+    /// Its backend.
+    pub resource_type: String,
+    /// Its id.
+    pub session_id: String,
+    /// Its new expiry, RFC 3339 UTC.
+    pub expires_at: String,
 }
 
 /// A destroyed session (the `data` of `/session/destroy`).
