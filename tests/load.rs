@@ -1,9 +1,11 @@
-//! The engine under load with faults: 256 bash sessions (every eighth jailed), 32 at a time, 20
+//! The engine under load. With faults: 256 bash sessions (every eighth jailed), 32 at a time, 20
 //! commands each, about 5% of their shells killed from outside (and, with vm, desktops whose
 //! Xvfb is killed). No call is lost or hangs, and once everything is destroyed the process holds
-//! what it held before: processes, descriptors, threads, resident memory.
+//! what it held before: processes, descriptors, threads, resident memory. Many at once: 200 bash
+//! sessions created, used and destroyed 64 at a time hold no thread each (the smaller, CI-sized
+//! run of `examples/thousand.rs`; see docs/load.md).
 //!
-//! The load runs in a child process of its own (this test binary again), so that the counts are
+//! Each load runs in a child process of its own (this test binary again), so that the counts are
 //! the engine's alone. Checks read `/proc`. Needs `bwrap` (bubblewrap), and with vm `Xvfb`.
 
 use std::path::{Path, PathBuf};
@@ -219,27 +221,123 @@ const LOAD_CHILD: &str = "AGENTFLOW_ISOLATION_LOAD_CHILD";
 /// child runs no test at all and exits 0), the parent fails.
 const LOAD_PASSED: &str = "load with faults: passed";
 
-/// Runs the load in a child process of its own (this same test, alone): the process's counts
-/// and RSS are then the engine's, not those of the tests running beside it in this binary.
+/// Whether this is the child process running `test` alone; in the parent, runs it so (this
+/// same test binary again) and checks that it printed `passed`: the process's counts and RSS
+/// are then the engine's, not those of the tests running beside it in this binary.
+fn in_own_process(test: &str, passed: &str) -> bool {
+    if std::env::var_os(LOAD_CHILD).is_some() {
+        return true;
+    }
+    let out = this_test_again(module_path!(), test)
+        .env(LOAD_CHILD, "1")
+        // glibc gives each busy thread an arena of its own; how many the blocking pool's
+        // threads end up with varies from run to run, and their fragmentation with it (a few
+        // MiB here). Two arenas, as servers commonly run, keep RSS comparable between runs.
+        .env("MALLOC_ARENA_MAX", "2")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("the test binary runs again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{test} failed in its own process: {}\n{stdout}", out.status);
+    assert!(stdout.lines().any(|l| l == passed), "the child did not run {test}:\n{stdout}");
+    false
+}
+
 #[test]
 fn load_with_faults_loses_no_call_and_leaks_nothing() {
-    if std::env::var_os(LOAD_CHILD).is_none() {
-        let out = this_test_again(module_path!(), "load_with_faults_loses_no_call_and_leaks_nothing")
-            .env(LOAD_CHILD, "1")
-            // glibc gives each busy thread an arena of its own; how many the blocking pool's
-            // threads end up with varies from run to run, and their fragmentation with it (a few
-            // MiB here). Two arenas, as servers commonly run, keep RSS comparable between runs.
-            .env("MALLOC_ARENA_MAX", "2")
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("the test binary runs again");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "the load test failed in its own process: {}\n{stdout}", out.status);
-        assert!(stdout.lines().any(|l| l == LOAD_PASSED), "the child did not run the load test:\n{stdout}");
-        return;
+    if in_own_process("load_with_faults_loses_no_call_and_leaks_nothing", LOAD_PASSED) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+        runtime.block_on(load_with_faults());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
-    runtime.block_on(load_with_faults());
+}
+
+const MANY_PASSED: &str = "many sessions at once: passed";
+
+/// 200 bash sessions, 64 creates (then commands, then destroys) in flight, on a runtime of two
+/// worker threads as a 2-core server has: the process never holds more than a few dozen
+/// threads (before shells were served by async tasks it held two per shell, 400 here), every
+/// command answers, and destroying them all gives back every process, descriptor and thread.
+#[test]
+fn many_sessions_at_once_hold_no_thread_each() {
+    if in_own_process("many_sessions_at_once_hold_no_thread_each", MANY_PASSED) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(many_sessions_at_once());
+    }
+}
+
+async fn many_sessions_at_once() {
+    const N: usize = 200;
+    const IN_FLIGHT: usize = 64;
+    let engine =
+        Engine::builder().backend(Arc::new(BashBackend::new(serde_json::Map::new()).unwrap())).build().unwrap();
+    let before = footprint();
+    // The most threads seen at once, sampled while the load runs.
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(before.threads));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = std::fs::read_dir("/proc/self/task").unwrap().count();
+                peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Runs `job(i)` for every session, IN_FLIGHT at a time.
+    async fn each<F, Fut>(engine: &Engine, job: F)
+    where
+        F: Fn(Engine, usize) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..N {
+            let permit = permits.clone().acquire_owned().await.unwrap();
+            let job = job(engine.clone(), i);
+            set.spawn(async move {
+                job.await;
+                drop(permit);
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            done.expect("a session's job panicked");
+        }
+    }
+    each(&engine, |engine, i| async move {
+        let e = create_session(&engine, &format!("many-{i}"), "bash", json!({})).await;
+        assert_eq!(e.code, 0, "many-{i}: {}", e.message);
+    })
+    .await;
+    let live = footprint();
+    assert_eq!(live.processes, N, "one bash per session: {:?}", descendants());
+    each(&engine, |engine, i| async move {
+        let out = command_ok(&engine, &format!("many-{i}"), "echo $((6 * 7))").await;
+        assert_eq!(out, "42\n", "many-{i}");
+    })
+    .await;
+    each(&engine, |engine, i| async move {
+        assert_eq!(engine.destroy_session(&format!("many-{i}"), "bash").await.code, 0, "many-{i}");
+    })
+    .await;
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    // The runtime's two workers, agentflow-bash's pool, the test's own and a few of the runtime's.
+    let bound = before.threads + agentflow_bash::MAX_BLOCKING + 8;
+    assert!(peak <= bound, "{peak} threads at the peak (before: {}, bound {bound})", before.threads);
+    assert!(live.threads <= bound, "{} threads with {N} sessions live (bound {bound})", live.threads);
+    let settled = eventually(Duration::from_secs(20), || {
+        let now = footprint();
+        now.processes == 0 && within(now.fds as u64, before.fds as u64, 2) && now.threads <= before.threads
+    })
+    .await;
+    let after = footprint();
+    assert!(settled, "not back to the start: before {before:?}, after {after:?}: {:?}", descendants());
+    engine.shutdown(false, true).await;
+    eprintln!(
+        "many sessions at once: {N} sessions; threads before {}, peak {peak}, at {N} live {}",
+        before.threads, live.threads
+    );
+    println!("\n{MANY_PASSED}");
 }
 
 async fn load_with_faults() {

@@ -460,6 +460,7 @@ impl BashSession {
                     other => break other.map_err(shell_error)?,
                 }
             };
+            let mut shell = shell;
             if let Some(tracker) = &self.tracker {
                 // bash has forked nothing yet (its set-up runs builtins only): joining now
                 // counts every process it will start. A small pseudo-file write.
@@ -467,6 +468,11 @@ impl BashSession {
                     shell.close().await;
                     return Err(Error::backend(format!("cannot track the shell in its cgroup: {e}")));
                 }
+            }
+            // Ending the shell then reads its cgroup's list, not every process of the machine.
+            let members = self.tracker.as_ref().and_then(Cgroup::members_file);
+            if let Some(file) = members.or_else(|| self.jail.as_ref().and_then(Jail::members_file)) {
+                shell.track(file);
             }
             self.shell = Some(shell);
         }
@@ -498,7 +504,7 @@ impl Backend for BashBackend {
 
     async fn create_session(&self, config: &Map<String, Value>) -> Result<SessionState> {
         let config = self.session_config(config)?;
-        let prepared = tokio::task::spawn_blocking(move || -> Result<BashSession> {
+        let prepared = agentflow_bash::blocking(move || -> Result<BashSession> {
             config.check_cwd()?;
             let Some(mut jail) = config.jail.clone() else {
                 // Where the machine has no cgroup to use, the process tree is all there is.
@@ -599,7 +605,7 @@ async fn release(mut session: BashSession) {
     }
     let (jail, tracker) = (session.jail.take(), session.tracker.take());
     if jail.is_some() || tracker.is_some() {
-        let _ = tokio::task::spawn_blocking(move || drop((jail, tracker))).await;
+        let _ = agentflow_bash::blocking(move || drop((jail, tracker))).await;
     }
 }
 

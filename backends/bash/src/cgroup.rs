@@ -68,6 +68,11 @@ impl Cgroup {
         self.dirs.iter().map(|d| d.join("cgroup.procs"))
     }
 
+    /// The `cgroup.procs` file listing its processes, if it was made.
+    pub fn members_file(&self) -> Option<PathBuf> {
+        self.dirs.first().map(|d| d.join("cgroup.procs"))
+    }
+
     /// Whether any directory was made.
     pub(crate) fn is_empty(&self) -> bool {
         self.dirs.is_empty()

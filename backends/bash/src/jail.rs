@@ -288,6 +288,13 @@ impl Jail {
         &self.config
     }
 
+    /// The `cgroup.procs` file of the jail's cgroup, if it has one (see [`Shell::track`]).
+    ///
+    /// [`Shell::track`]: crate::Shell::track
+    pub fn members_file(&self) -> Option<std::path::PathBuf> {
+        self.cgroup.members_file()
+    }
+
     /// The processes in the jail's cgroup (empty without one), as this process sees them.
     pub fn processes(&self) -> Vec<i32> {
         self.cgroup.processes()

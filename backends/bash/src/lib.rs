@@ -10,9 +10,12 @@
 //! processes, CPU time, file size and disk). A plain shell can be tracked by a [`Cgroup`], so
 //! that what it started is found and killed even after leaving its process tree.
 //!
-//! This crate owns the shell process, its terminal, its threads and its process tree. It knows
-//! nothing of sessions, JSON, tool names or HTTP: the `agentflow-sandbox` engine adapts it in
-//! `src/backends/bash.rs`. Linux only (it reads `/proc`).
+//! This crate owns the shell process, its terminal and its process tree, but no thread per
+//! shell: a shell is served by one task on the caller's tokio runtime, and the blocking work
+//! (spawns, kills, file-system work) runs on a pool of at most [`MAX_BLOCKING`] threads
+//! ([`blocking`]). It knows nothing of sessions, JSON, tool names or HTTP: the
+//! `agentflow-sandbox` engine adapts it in `src/backends/bash.rs`. Linux only (it reads
+//! `/proc`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -30,6 +33,7 @@
 //! # Ok::<(), agentflow_bash::Error>(()) }).unwrap();
 //! ```
 
+mod blocking;
 mod cgroup;
 mod command;
 mod jail;
@@ -38,6 +42,7 @@ mod pty;
 mod shell;
 mod transcript;
 
+pub use blocking::{blocking, MAX_BLOCKING};
 pub use cgroup::Cgroup;
 pub use command::environment;
 pub use jail::{check_work_root, find_bwrap, find_program, Jail, JailConfig, Limits, UidRange, INSTALL_HINT};

@@ -1,8 +1,11 @@
 //! The processes a shell started, found in `/proc`, and how they are ended.
 //!
-//! The shell is a session leader (portable-pty calls `setsid`), so everything it starts shares
+//! The shell is a session leader (it is spawned with `setsid`), so everything it starts shares
 //! its session id, even after being orphaned; what called `setsid` itself is still found through
-//! the parent links while they last. Ending a tree kills the shell's descendants while the shell
+//! the parent links while they last. Finding them that way reads every process of the machine;
+//! a shell whose session has a cgroup ([`Members::Cgroup`]) reads only its cgroup's list, so
+//! that ending one costs the same however many sessions are live (the cgroup, dropped after
+//! the shell, ends whatever left the tree). Ending a tree kills the shell's descendants while the shell
 //! is still alive, so that it reaps them (no zombie is left to an init that may not reap), then
 //! the shell itself, whose reaping is left to the waiter thread in `shell.rs`. Linux only.
 
@@ -31,16 +34,31 @@ pub(crate) fn stat(pid: i32) -> Option<Stat> {
     Some(Stat { pid, ppid, session, zombie: state == "Z" || state == "X" })
 }
 
+/// Where a shell's processes are found.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Members {
+    /// Every process of the machine, by session id and parent links.
+    #[default]
+    Scan,
+    /// The pids in this `cgroup.procs` file (the session's cgroup), and their parent links.
+    Cgroup(std::path::PathBuf),
+}
+
 /// Every process of the system, as far as `/proc` shows them.
 fn all() -> Vec<Stat> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).filter_map(stat).collect()
 }
 
-/// The processes started under `root` (not `root` itself): members of its session and
-/// descendants through parent links.
-pub(crate) fn descendants(root: i32) -> Vec<Stat> {
-    let procs = all();
+/// The processes started under `root` (not `root` itself), found where `members` says: members
+/// of its session and descendants through parent links.
+pub(crate) fn tree(root: i32, members: &Members) -> Vec<Stat> {
+    let procs = match members {
+        Members::Scan => all(),
+        Members::Cgroup(file) => std::fs::read_to_string(file)
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).filter_map(stat).collect())
+            .unwrap_or_default(),
+    };
     let mut inside: HashSet<i32> = procs.iter().filter(|p| p.session == root).map(|p| p.pid).collect();
     inside.insert(root);
     // Parent links: repeat until no process joins (a tree is at most as deep as it is large).
@@ -87,7 +105,8 @@ fn signal(pid: i32, sig: libc::c_int) {
 /// Descendants are killed first while the shell can still reap them; then the shell, unless it
 /// was already reaped (`root_reaped`: its pid may belong to another process by now). Returns
 /// when no descendant is left alive (zombies of another parent are not waited for).
-pub(crate) fn kill_tree(root: i32, root_reaped: bool, patience: Duration) {
+pub(crate) fn kill_tree(root: i32, root_reaped: bool, patience: Duration, members: &Members) {
+    let descendants = |root| tree(root, members);
     let deadline = Instant::now() + patience;
     let mut had_any = false;
     // A jail's namespace first: its whole content goes with its init.
@@ -129,8 +148,8 @@ pub(crate) fn kill_tree(root: i32, root_reaped: bool, patience: Duration) {
 }
 
 /// Kills the shell and everything it started at once, without waiting: for `Drop`.
-pub(crate) fn kill_tree_now(root: i32) {
-    let procs = descendants(root);
+pub(crate) fn kill_tree_now(root: i32, members: &Members) {
+    let procs = tree(root, members);
     kill_namespaces(&procs);
     for p in &procs {
         signal(p.pid, libc::SIGKILL);
@@ -160,13 +179,13 @@ mod tests {
         let root = child.id() as i32;
         let deadline = Instant::now() + Duration::from_secs(5);
         // `setsid` execs bash in place when it is not a group leader (it is not, under cargo).
-        while descendants(root).iter().filter(|p| !p.zombie).count() < 2 {
-            assert!(Instant::now() < deadline, "the tree did not start: {:?}", descendants(root));
+        while tree(root, &Members::Scan).iter().filter(|p| !p.zombie).count() < 2 {
+            assert!(Instant::now() < deadline, "the tree did not start: {:?}", tree(root, &Members::Scan));
             std::thread::sleep(Duration::from_millis(5));
         }
-        kill_tree(root, false, Duration::from_secs(2));
+        kill_tree(root, false, Duration::from_secs(2), &Members::Scan);
         child.wait().expect("the shell is reaped");
-        let left: Vec<_> = descendants(root).into_iter().filter(|p| !p.zombie).collect();
+        let left: Vec<_> = tree(root, &Members::Scan).into_iter().filter(|p| !p.zombie).collect();
         assert!(left.is_empty(), "left alive: {left:?}");
     }
 }

@@ -1,12 +1,18 @@
-//! The shell's pseudo-terminal, its threads and its descriptors.
+//! The shell's pseudo-terminal, its pump and its descriptors.
 //!
-//! [`start`] opens the terminal (echo off, raw output), makes the record pipe (a FIFO in the
-//! scratch directory, opened here first), types the set-up ahead and spawns `bash` on the
-//! terminal's other end (through portable-pty) with a clean environment. Two threads then serve
-//! the shell: the reader polls the terminal and the record pipe and feeds both into the
-//! [`Transcript`], waking the async side; the waiter reaps the shell (so that [`is_shell`] can
-//! tell an orphan reaper to leave it alone) and records how it ended. The [`Terminal`] is the
-//! async side's end: writing to it, the foreground process group, Ctrl-C.
+//! [`start`] opens the terminal (portable-pty; echo off, raw output), makes the record pipe (a
+//! FIFO in the scratch directory, opened here first), types the set-up ahead and spawns `bash`
+//! on the terminal's other end with a clean environment. The spawn is a `posix_spawn` (the
+//! kernel's vfork: no copy of this process's memory map, however many sessions it holds) that
+//! makes bash a session leader owning the terminal and closes every other descriptor with one
+//! `close_range`; portable-pty's own spawn forks and then lists and closes descriptors one by
+//! one, which grows with the number of live sessions.
+//!
+//! No thread serves a shell: one task on the async runtime (the [`pump`]) waits on the
+//! terminal, the record pipe and a pidfd of the shell, feeds output and records into the
+//! [`Transcript`], reaps the shell when it ends (so that [`is_shell`] can tell an orphan reaper to
+//! leave it alone) and records how it ended. The [`Terminal`] is the async side's end: writing
+//! to it, the foreground process group, Ctrl-C.
 //!
 //! It knows nothing of commands and their outcomes: that is the [`Shell`](crate::Shell).
 
@@ -17,10 +23,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
+use portable_pty::{native_pty_system, MasterPty, PtySize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::command::{environment, init_line, nonce};
 use crate::process;
@@ -46,7 +52,7 @@ impl std::fmt::Display for Exit {
     }
 }
 
-/// What the reader and waiter threads share with the async side.
+/// What the pump shares with the shell's calls.
 pub(crate) struct Shared {
     pub tty: Mutex<Tty>,
     pub notify: Notify,
@@ -55,9 +61,9 @@ pub(crate) struct Shared {
 /// The shell's output so far, and whether it has ended.
 pub(crate) struct Tty {
     pub transcript: Transcript,
-    /// The reader saw the terminal's end.
+    /// The pump saw the terminal's end.
     pub eof: bool,
-    /// The waiter reaped the shell.
+    /// The pump reaped the shell.
     pub exit: Option<Exit>,
 }
 
@@ -130,14 +136,15 @@ impl Terminal {
     }
 }
 
-/// A shell just started, with its terminal and threads.
+/// A shell just started, with its terminal and pump.
 pub(crate) struct Started {
     pub pid: i32,
     pub term: Terminal,
     pub shared: Arc<Shared>,
-    /// Closing it wakes the reader thread to stop.
-    pub stop: OwnedFd,
-    pub threads: Vec<std::thread::JoinHandle<()>>,
+    /// Dropping it stops the pump reading (it still reaps the shell).
+    pub stop: oneshot::Sender<()>,
+    /// The pump: done once the shell is reaped and reading has stopped.
+    pub pump: tokio::task::JoinHandle<()>,
     pub cwd: String,
     /// Where the shell's record pipe was made, until the shell has opened it.
     pub records_path: Option<PathBuf>,
@@ -178,90 +185,140 @@ pub(crate) fn start(config: &ShellConfig, init_nonce: &str) -> Result<Started> {
         return Err(Error::Spawn(format!("cannot type the set-up: {}", std::io::Error::last_os_error())));
     }
 
+    let tty = pair.master.tty_name().ok_or_else(|| Error::Spawn("the terminal has no name".into()))?;
     let mut argv: Vec<OsString> = config.wrapper.clone();
     argv.push(config.program.clone().into_os_string());
     argv.extend(["--noprofile", "--norc", "--noediting", "-i"].map(OsString::from));
-    let mut cmd = CommandBuilder::from_argv(argv);
-    cmd.env_clear();
-    let env = if config.wrapper.is_empty() { environment(config) } else { config.wrapper_env.clone() };
-    for (key, value) in env {
-        cmd.env(key, value);
+    let mut env = if config.wrapper.is_empty() { environment(config) } else { config.wrapper_env.clone() };
+    if !env.iter().any(|(k, _)| k == "SHELL") {
+        env.push(("SHELL".into(), config.program.display().to_string()));
     }
-    cmd.cwd(&cwd);
-    let child = pair.slave.spawn_command(cmd).map_err(|e| spawn_err("cannot start the shell", &e))?;
+    let pid = spawn_on(&tty, &argv, &env, &cwd).map_err(|e| Error::Spawn(format!("{}: {e}", argv[0].display())))?;
     // Only the shell holds the terminal's other end: its death is then seen as EOF.
     drop(pair.slave);
-    let pid = child.process_id().map(|p| p as i32).unwrap_or(-1);
     SHELLS.lock().insert(pid);
+    // From here on, a failure kills the shell; the pump, once running, reaps it.
+    let fail = |e: std::io::Error| {
+        process::kill_tree_now(pid, &process::Members::Scan);
+        reap(pid);
+        SHELLS.lock().remove(&pid);
+        Error::Spawn(format!("cannot set up the terminal: {e}"))
+    };
+    let io = (|| -> std::io::Result<_> {
+        // One open file description, non-blocking for both the pump and the writer.
+        let writer_fd = dup(master_fd)?;
+        set_nonblocking(&writer_fd)?;
+        let reader = register(dup(master_fd)?, Interest::READABLE)?;
+        let writer = register(writer_fd, Interest::WRITABLE)?;
+        let (records, keep_open) = records;
+        let records = register(records, Interest::READABLE)?;
+        let exited = pidfd(pid).and_then(|fd| register(fd, Interest::READABLE)).ok();
+        Ok((reader, writer, records, keep_open, exited))
+    })();
+    let (reader, writer, records, keep_open, exited) = io.map_err(fail)?;
 
     let shared = Arc::new(Shared {
         tty: Mutex::new(Tty { transcript: Transcript::new(config.max_output_bytes), eof: false, exit: None }),
         notify: Notify::new(),
     });
     shared.tty.lock().transcript.begin(init_nonce);
-    let mut shell_threads = Vec::new();
-    // From here on, a failure drops `guard`, which kills the shell.
-    let waiter_shared = shared.clone();
-    // The waiter reaps the shell itself, to see the signal that killed it; the std handle that
-    // portable-pty returned is dropped without waiting (that neither kills nor reaps).
-    drop(child);
-    let waiter = std::thread::Builder::new().name(format!("bash-wait-{pid}")).stack_size(64 * 1024).spawn(move || {
-        let exit = reap(pid);
-        SHELLS.lock().remove(&pid);
-        waiter_shared.tty.lock().exit = Some(exit);
-        waiter_shared.notify.notify_waiters();
-    });
-    let waiter = match waiter {
-        Ok(t) => t,
-        Err(e) => {
-            process::kill_tree_now(pid);
-            SHELLS.lock().remove(&pid);
-            return Err(spawn_err("cannot start the waiter thread", &e));
-        }
-    };
-    shell_threads.push(waiter);
-
-    let fail = |e: std::io::Error, threads: Vec<std::thread::JoinHandle<()>>| {
-        process::kill_tree_now(pid);
-        drop(threads);
-        Error::Spawn(format!("cannot set up the terminal: {e}"))
-    };
-    let reader_fd = match dup(master_fd) {
-        Ok(fd) => fd,
-        Err(e) => return Err(fail(e, shell_threads)),
-    };
-    let writer_fd = match dup(master_fd).and_then(|fd| set_nonblocking(&fd).map(|_| fd)) {
-        Ok(fd) => fd,
-        Err(e) => return Err(fail(e, shell_threads)),
-    };
-    let (stop_read, stop_write) = match pipe() {
-        Ok(p) => p,
-        Err(e) => return Err(fail(e, shell_threads)),
-    };
-    let reader_shared = shared.clone();
-    let reader = std::thread::Builder::new()
-        .name(format!("bash-read-{pid}"))
-        .stack_size(128 * 1024)
-        .spawn(move || read_loop(reader_fd, records, stop_read, reader_shared));
-    match reader {
-        Ok(t) => shell_threads.push(t),
-        Err(e) => return Err(fail(e, shell_threads)),
-    }
-    // SAFETY: the AsyncFd owns `writer_fd`, which nothing else closes or replaces.
-    let writer = match unsafe { AsyncFd::register_with_interest(writer_fd, Interest::WRITABLE) } {
-        Ok(w) => w,
-        Err(e) => return Err(fail(e.into(), shell_threads)),
-    };
+    let (stop, stopped) = oneshot::channel();
+    let pipes = Pipes { terminal: reader, records, _keep_open: keep_open, exited };
+    let pump = tokio::runtime::Handle::current().spawn(pump(pid, pipes, stopped, shared.clone()));
     Ok(Started {
         pid,
         term: Terminal { _master: Mutex::new(pair.master), master_fd, writer },
         shared,
-        stop: stop_write,
-        threads: shell_threads,
+        stop,
+        pump,
         cwd: cwd.display().to_string(),
         records_path: made.records.take(),
         scratch: made.scratch.take(),
     })
+}
+
+/// Starts `argv` (searched in `PATH` when it has no `/`) as the leader of a new session whose
+/// controlling terminal is `tty` (its stdin, stdout and stderr), in `cwd`, with exactly `env`,
+/// signals at their defaults and unblocked, and no other descriptor of this process.
+fn spawn_on(tty: &Path, argv: &[OsString], env: &[(String, String)], cwd: &Path) -> std::io::Result<i32> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |bytes: &[u8]| CString::new(bytes).map_err(std::io::Error::other);
+    let argv: Vec<CString> = argv.iter().map(|a| c(a.as_bytes())).collect::<std::io::Result<_>>()?;
+    let envp: Vec<CString> =
+        env.iter().map(|(k, v)| c(format!("{k}={v}").as_bytes())).collect::<std::io::Result<_>>()?;
+    let (tty, cwd) = (c(tty.as_os_str().as_bytes())?, c(cwd.as_os_str().as_bytes())?);
+    let mut argv_ptrs: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv_ptrs.push(std::ptr::null_mut());
+    let mut env_ptrs: Vec<*mut libc::c_char> = envp.iter().map(|e| e.as_ptr().cast_mut()).collect();
+    env_ptrs.push(std::ptr::null_mut());
+    let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(r)) };
+    // SAFETY: the attribute and file-action objects are initialised before use and destroyed
+    // after; every pointer handed to libc (paths, argv, envp) points into CStrings and vectors
+    // that outlive the call; posix_spawnp writes the child's pid into a live int.
+    unsafe {
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        check(libc::posix_spawnattr_init(&mut attr))?;
+        if let Err(e) = check(libc::posix_spawn_file_actions_init(&mut actions)) {
+            libc::posix_spawnattr_destroy(&mut attr);
+            return Err(e);
+        }
+        let result = (|| {
+            let mut defaults: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut defaults);
+            for sig in
+                [libc::SIGCHLD, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGALRM, libc::SIGPIPE]
+            {
+                libc::sigaddset(&mut defaults, sig);
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            check(libc::posix_spawnattr_setsigdefault(&mut attr, &defaults))?;
+            check(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
+            let flags = libc::POSIX_SPAWN_SETSID
+                | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short
+                | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short;
+            check(libc::posix_spawnattr_setflags(&mut attr, flags))?;
+            // A session leader with no terminal that opens one (without O_NOCTTY) gets it as
+            // its controlling terminal: what TIOCSCTTY would do.
+            check(libc::posix_spawn_file_actions_addopen(&mut actions, 0, tty.as_ptr(), libc::O_RDWR, 0))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut actions, 0, 1))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut actions, 0, 2))?;
+            check(libc::posix_spawn_file_actions_addchdir_np(&mut actions, cwd.as_ptr()))?;
+            check(libc::posix_spawn_file_actions_addclosefrom_np(&mut actions, 3))?;
+            let mut pid: libc::pid_t = 0;
+            check(libc::posix_spawnp(
+                &mut pid,
+                argv[0].as_ptr(),
+                &actions,
+                &attr,
+                argv_ptrs.as_ptr(),
+                env_ptrs.as_ptr(),
+            ))?;
+            Ok(pid)
+        })();
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
+        result
+    }
+}
+
+/// Registers a descriptor with the runtime's reactor.
+fn register(fd: OwnedFd, interest: Interest) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns `fd`, which nothing else closes or replaces while registered.
+    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)
+}
+
+/// A pidfd of `pid`: readable once it has ended.
+fn pidfd(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Files a shell being started has made, removed if it fails to start.
@@ -336,76 +393,149 @@ pub fn is_shell(pid: i32) -> bool {
     SHELLS.lock().contains(&pid)
 }
 
-/// Waits for the shell to end and reaps it.
-fn reap(pid: i32) -> Exit {
+/// Reaps the shell if it has ended (`WNOHANG`), else waits for it when `block`; `None` when it
+/// has not ended yet.
+fn try_reap(pid: i32, block: bool) -> Option<Exit> {
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes the status into a live int.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        let r = unsafe { libc::waitpid(pid, &mut status, if block { 0 } else { libc::WNOHANG }) };
         if r == pid {
             if libc::WIFSIGNALED(status) {
                 let sig = libc::WTERMSIG(status);
-                return Exit { code: 128 + sig, signal: Some(sig) };
+                return Some(Exit { code: 128 + sig, signal: Some(sig) });
             }
             if libc::WIFEXITED(status) {
-                return Exit { code: libc::WEXITSTATUS(status), signal: None };
+                return Some(Exit { code: libc::WEXITSTATUS(status), signal: None });
             }
             continue;
+        }
+        if r == 0 {
+            return None;
         }
         if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;
         }
         // Not our child any more (or no such process): nothing to reap.
-        return Exit { code: -1, signal: None };
+        return Some(Exit { code: -1, signal: None });
     }
 }
 
-/// The reader thread: terminal output and the shell's records into the transcript, until EOF
-/// or the stop pipe closes. Records are read before the terminal output that follows them.
-fn read_loop(fd: OwnedFd, (records, _writer): (OwnedFd, OwnedFd), stop: OwnedFd, shared: Arc<Shared>) {
+/// Waits for the shell to end and reaps it.
+fn reap(pid: i32) -> Exit {
+    try_reap(pid, true).unwrap_or(Exit { code: -1, signal: None })
+}
+
+/// What the pump waits on.
+struct Pipes {
+    /// The terminal's master (non-blocking).
+    terminal: AsyncFd<OwnedFd>,
+    /// The record pipe's reading end.
+    records: AsyncFd<OwnedFd>,
+    /// Its writing end, never written: reading never sees an end of file.
+    _keep_open: OwnedFd,
+    /// A pidfd of the shell; `None` where the kernel has none (then a blocking wait reaps it).
+    exited: Option<AsyncFd<OwnedFd>>,
+}
+
+/// Reaps the shell when the pump is dropped before it could (its runtime shut down): the
+/// shell is killed, since nothing can drive it any more, and waited for.
+struct ReapOnDrop {
+    pid: i32,
+    done: bool,
+}
+
+impl Drop for ReapOnDrop {
+    fn drop(&mut self) {
+        if !self.done {
+            process::kill_tree_now(self.pid, &process::Members::Scan);
+            reap(self.pid);
+            SHELLS.lock().remove(&self.pid);
+        }
+    }
+}
+
+/// Serves one shell until it is reaped: terminal output and records into the transcript (until
+/// the terminal's end or `stop`), and the shell's exit. Records are read before the terminal
+/// output that follows them.
+async fn pump(pid: i32, pipes: Pipes, mut stop: oneshot::Receiver<()>, shared: Arc<Shared>) {
+    let mut guard = ReapOnDrop { pid, done: false };
     let mut buf = vec![0u8; 16 * 1024];
     let mut record_buf = [0u8; 1024];
+    let mut reading = true;
+    let mut blocking_wait = match &pipes.exited {
+        Some(_) => None,
+        None => Some(tokio::task::spawn_blocking(move || reap(pid))),
+    };
+    let ended = |shared: &Shared, exit: Exit| {
+        SHELLS.lock().remove(&pid);
+        shared.tty.lock().exit = Some(exit);
+        shared.notify.notify_waiters();
+    };
     loop {
-        let mut fds = [
-            libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: records.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: fds is a live array of three pollfd.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
-        if r < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
+        tokio::select! {
+            ready = pipes.terminal.readable(), if reading => {
+                let Ok(mut ready) = ready else { reading = false; continue };
+                match ready.try_io(|fd| read_into(fd.get_ref(), &mut buf)) {
+                    Ok(Ok(n)) if n > 0 => {
+                        // A marker in this output was printed after its record was written: the
+                        // record goes in first.
+                        drain_records(pipes.records.get_ref(), &mut record_buf, &shared);
+                        shared.tty.lock().transcript.feed(&buf[..n]);
+                        shared.notify.notify_waiters();
+                    }
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // 0 or EIO: no process holds the terminal any more.
+                    Ok(_) => {
+                        reading = false;
+                        shared.tty.lock().eof = true;
+                        shared.notify.notify_waiters();
+                    }
+                    Err(_would_block) => {}
+                }
             }
+            ready = pipes.records.readable(), if reading => {
+                if let Ok(mut ready) = ready {
+                    drain_records(pipes.records.get_ref(), &mut record_buf, &shared);
+                    ready.clear_ready();
+                }
+            }
+            ready = async { pipes.exited.as_ref().expect("a pidfd").readable().await }, if pipes.exited.is_some() && !guard.done => {
+                if let Ok(mut ready) = ready {
+                    match try_reap(pid, false) {
+                        Some(exit) => {
+                            guard.done = true;
+                            ended(&shared, exit);
+                        }
+                        None => ready.clear_ready(),
+                    }
+                }
+            }
+            exit = async { blocking_wait.as_mut().expect("a waiter").await }, if blocking_wait.is_some() && !guard.done => {
+                blocking_wait = None;
+                guard.done = true;
+                ended(&shared, exit.unwrap_or(Exit { code: -1, signal: None }));
+            }
+            _ = &mut stop, if reading => reading = false,
+        }
+        if !reading && guard.done {
             break;
         }
-        if fds[1].revents != 0 {
-            break;
-        }
-        if fds[2].revents != 0 {
-            drain_records(&records, &mut record_buf, &shared);
-        }
-        if fds[0].revents == 0 {
-            continue;
-        }
-        // SAFETY: reads into a live buffer of the given length from an open descriptor.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 {
-            // A marker in this output was printed after its record was written: read it first.
-            drain_records(&records, &mut record_buf, &shared);
-            shared.tty.lock().transcript.feed(&buf[..n as usize]);
-            shared.notify.notify_waiters();
-            continue;
-        }
-        let err = std::io::Error::last_os_error();
-        if n < 0 && matches!(err.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock) {
-            continue;
-        }
-        // 0 or EIO: no process holds the terminal any more.
-        break;
     }
-    shared.tty.lock().eof = true;
-    shared.notify.notify_waiters();
+    if !shared.tty.lock().eof {
+        shared.tty.lock().eof = true;
+        shared.notify.notify_waiters();
+    }
+}
+
+/// One `read` into `buf`.
+fn read_into(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: reads into a live buffer of the given length from an open descriptor.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// Reads all the records written so far.
@@ -472,14 +602,4 @@ fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds is a live array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both are fresh descriptors owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

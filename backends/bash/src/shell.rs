@@ -2,7 +2,7 @@
 //!
 //! It owns a shell's life and its calls: starting it and waiting until it is ready, running a
 //! command, typing into one kept running, interrupting, closing; and what each call returns
-//! (an [`Outcome`]). The terminal, its threads and the spawn are in `pty`; the lines typed
+//! (an [`Outcome`]). The terminal, its pump and the spawn are in `pty`; the lines typed
 //! into the shell (its set-up, each command with its nonce) and its environment in `command`.
 //!
 //! `bash` runs with no rc files, no line editing, no echo, pagers and editors disabled, no
@@ -13,7 +13,6 @@
 //! JSON or tool names: `src/backends/bash.rs` adapts it to the engine.
 
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,9 +137,12 @@ pub struct Shell {
     /// The terminal, as this side holds it.
     term: Terminal,
     shared: Arc<Shared>,
-    /// Closing it wakes the reader thread to stop.
-    stop: Option<OwnedFd>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Dropping it stops the pump reading (it still reaps the shell).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The task that serves the terminal and reaps the shell.
+    pump: Option<tokio::task::JoinHandle<()>>,
+    /// Where its processes are found when it is ended.
+    members: process::Members,
     pending: Option<Pending>,
     cwd: String,
     alive: bool,
@@ -169,7 +171,8 @@ impl Shell {
             term: s.term,
             shared: s.shared,
             stop: Some(s.stop),
-            threads: s.threads,
+            pump: Some(s.pump),
+            members: process::Members::Scan,
             pending: None,
             cwd: s.cwd,
             alive: true,
@@ -181,9 +184,7 @@ impl Shell {
     /// Starts a shell and waits until it is ready for its first command.
     pub async fn spawn(config: ShellConfig) -> Result<Shell> {
         let nonce = nonce();
-        let mut shell = tokio::task::spawn_blocking(move || start(&config, &nonce).map(|s| Shell::new(s, config)))
-            .await
-            .map_err(|e| Error::Spawn(format!("spawn task failed: {e}")))??;
+        let mut shell = crate::blocking(move || start(&config, &nonce).map(|s| Shell::new(s, config))).await??;
         let deadline = Instant::now() + START_TIMEOUT;
         shell.pending = Some(Pending { nonce: String::new(), kept: false });
         let wake = shell.wait(deadline, None).await;
@@ -316,24 +317,33 @@ impl Shell {
         self.stop_foreground(start, false).await
     }
 
+    /// Says that the shell's session has a cgroup, whose `cgroup.procs` is `procs_file` and
+    /// which ends whatever is left in it after the shell: ending the shell then reads that list
+    /// instead of every process of the machine.
+    pub fn track(&mut self, procs_file: PathBuf) {
+        self.members = process::Members::Cgroup(procs_file);
+    }
+
     /// Kills the shell and everything it started, and reaps them.
     pub async fn close(mut self) {
         let pid = self.pid;
         let reaped = !self.alive || self.shared.tty.lock().exit.is_some();
-        let threads = std::mem::take(&mut self.threads);
+        let pump = self.pump.take();
         let scratch = self.scratch.take();
+        let members = std::mem::take(&mut self.members);
         self.stop = None;
         self.alive = false;
-        let done = tokio::task::spawn_blocking(move || {
-            process::kill_tree(pid, reaped, Duration::from_millis(500));
-            for t in threads {
-                let _ = t.join();
-            }
+        let done = crate::blocking(move || {
+            process::kill_tree(pid, reaped, Duration::from_millis(500), &members);
             if let Some(dir) = scratch {
                 let _ = std::fs::remove_dir_all(dir);
             }
         });
         let _ = done.await;
+        // The pump ends once the shell is reaped, which its death makes prompt.
+        if let Some(pump) = pump {
+            let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+        }
         // Drop has nothing left to do: `alive` is false.
     }
 
@@ -548,19 +558,19 @@ impl Shell {
         self.alive = false;
         let pid = self.pid;
         let reaped = self.shared.tty.lock().exit.is_some();
-        let _ = tokio::task::spawn_blocking(move || process::kill_tree(pid, reaped, Duration::from_millis(500))).await;
+        let members = self.members.clone();
+        let _ = crate::blocking(move || process::kill_tree(pid, reaped, Duration::from_millis(500), &members)).await;
     }
 
     async fn write_script(&mut self, command: String) -> Result<PathBuf> {
         let dir = scratch_dir(&self.config, self.scratch.as_deref());
         let path = dir.join("command.sh");
         let written = path.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        crate::blocking(move || -> std::io::Result<()> {
             make_dir(&dir)?;
             std::fs::write(&written, command)
         })
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
+        .await??;
         Ok(path)
     }
 }
@@ -572,9 +582,9 @@ impl Drop for Shell {
         // milliseconds (bounded), on a path taken only when nobody called `close`.
         if self.alive {
             let reaped = self.shared.tty.lock().exit.is_some();
-            process::kill_tree(self.pid, reaped, Duration::from_millis(100));
+            process::kill_tree(self.pid, reaped, Duration::from_millis(100), &self.members);
         }
-        // Closing the stop pipe ends the reader; the waiter ends once the shell is reaped.
+        // The pump stops reading, and ends once the shell is reaped.
         self.stop = None;
         if let Some(path) = self.records_path.take() {
             let _ = std::fs::remove_file(path);
