@@ -7,6 +7,10 @@
 //! - `bash/session_create_bwrap`: the same in a jail (`isolation: "bwrap"`): the jail's
 //!   directory and cgroups made, then the shell started through `sh`, `prlimit` and `bwrap`;
 //!   the jail's start-up cost is the difference with `bash/session_create`.
+//! - `bash/session_create_pooled`: `engine.create_session` of a bash session (config `{}`)
+//!   taken from a warm pool (`EngineBuilder::pool`; target p50 ≤ 0.5 ms); `..._pooled_cwd_env`
+//!   the same with `cwd` and `env`, applied in the pooled shell. Each sample waits, outside the
+//!   measurement, until the pool has a shell, and destroys the session after.
 //!
 //! Besides criterion's estimates, it prints per-call percentiles of each (p50, p90, p99) and the
 //! memory of an idle session (PSS of its bash plus this process's growth per session; target
@@ -193,6 +197,48 @@ fn session_create(c: &mut Criterion) {
     percentiles("engine create_session (bash)", engine_samples);
 }
 
+/// Session creation from a warm pool, with the default config and with `cwd` and `env`.
+fn session_create_pooled(c: &mut Criterion) {
+    let rt = runtime();
+    let engine = rt.block_on(async {
+        Engine::builder().backend(Arc::new(BashBackend::new(Map::new()).unwrap())).pool("bash", 8).build().unwrap()
+    });
+    let mut group = c.benchmark_group("bash");
+    group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1)).sample_size(20);
+    let configs = [
+        ("session_create_pooled", json!({})),
+        ("session_create_pooled_cwd_env", json!({"cwd": "/tmp", "env": {"A": "1", "B": "two words"}})),
+    ];
+    for (name, config) in configs {
+        let mut n = 0u64;
+        let mut samples = Vec::new();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        while engine.overview()["pooled_sessions"] == 0 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        n += 1;
+                        let worker = format!("p{n}");
+                        let start = Instant::now();
+                        create_with(&engine, &worker, config.clone()).await;
+                        let took = start.elapsed();
+                        total += took;
+                        samples.push(took);
+                        assert_eq!(engine.destroy_session(&worker, "bash").await.code, 0);
+                    }
+                    total
+                })
+            })
+        });
+        percentiles(&format!("engine create_session from the pool, config {config}"), samples);
+    }
+    group.finish();
+    rt.block_on(engine.shutdown(false, true));
+}
+
 /// Session creation in a jail, beside the same without one, for the jail's start-up cost.
 fn session_create_bwrap(c: &mut Criterion) {
     let rt = runtime();
@@ -287,5 +333,5 @@ fn field_kib(path: &str, name: &str) -> u64 {
     text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
-criterion_group!(benches, run_echo, session_create, session_create_bwrap, idle_memory);
+criterion_group!(benches, run_echo, session_create, session_create_pooled, session_create_bwrap, idle_memory);
 criterion_main!(benches);

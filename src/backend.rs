@@ -66,6 +66,24 @@ pub trait Backend: Send + Sync + 'static {
         Err(crate::Error::Internal(format!("backend '{}' has no sessions", self.name())))
     }
 
+    /// Whether a session started with the default config (`create_session` of an empty map, as
+    /// a warm pool makes them ahead) can become a session asking for `config`, through
+    /// [`Backend::adopt`]. The default: only when `config` asks for nothing. A backend that can
+    /// apply some keys to a running session (bash: its directory and environment) says yes to
+    /// those; a config it would refuse is a no here, so that the error comes from a fresh
+    /// `create_session`.
+    fn pool_serves(&self, config: &Map<String, Value>) -> bool {
+        config.is_empty()
+    }
+
+    /// Makes a session started with the default config into one with `config`, for which
+    /// [`Backend::pool_serves`] said yes. An error: the engine destroys `state` and starts a
+    /// fresh session instead.
+    async fn adopt(&self, state: &mut SessionState, config: &Map<String, Value>) -> Result<()> {
+        let _ = (state, config);
+        Ok(())
+    }
+
     /// Releases everything the session holds: processes, displays, files.
     async fn destroy_session(&self, state: SessionState) {
         drop(state);

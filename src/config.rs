@@ -90,12 +90,24 @@ pub struct ResourceConfig {
     /// What the operator opens to sessions beyond `config` (each backend documents its keys:
     /// ceilings, allowed values). Empty: sessions may only tighten the defaults.
     pub policy: Map<String, Value>,
+    /// Its warm pool: sessions started ahead with `config` (see [`EngineBuilder::pool`]).
+    ///
+    /// [`EngineBuilder::pool`]: crate::EngineBuilder::pool
+    pub pool: PoolConfig,
 }
 
 impl Default for ResourceConfig {
     fn default() -> Self {
-        ResourceConfig { enabled: true, config: Map::new(), policy: Map::new() }
+        ResourceConfig { enabled: true, config: Map::new(), policy: Map::new(), pool: PoolConfig::default() }
     }
+}
+
+/// `resources.<name>.pool`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Idle sessions kept started (default 0: none). They count under `server.max_sessions`.
+    pub size: usize,
 }
 
 /// `warmup`.
@@ -186,6 +198,7 @@ impl Config {
         for (name, resource) in &self.resources {
             if resource.enabled {
                 builder = builder.backend(crate::backends::builtin(name, &resource.config, &resource.policy)?);
+                builder = builder.pool(name, resource.pool.size);
             }
         }
         let engine = builder.build()?;
@@ -308,5 +321,14 @@ mod tests {
         assert!(!c.resources["bash"].enabled);
         assert_eq!(c.api_key(), Some("k"));
         assert_eq!(c.warmup.resources, ["rag"]);
+    }
+
+    #[test]
+    fn a_pool_has_a_size_and_nothing_else() {
+        let c = Config::parse(r#"{"resources": {"bash": {"pool": {"size": 64}}}}"#).unwrap();
+        assert_eq!(c.resources["bash"].pool.size, 64);
+        assert_eq!(Config::parse(r#"{"resources": {"bash": {}}}"#).unwrap().resources["bash"].pool.size, 0);
+        let e = Config::parse(r#"{"resources": {"bash": {"pool": {"sise": 64}}}}"#).unwrap_err();
+        assert!(e.to_string().contains("sise"), "{e}");
     }
 }

@@ -11,7 +11,9 @@ use agentflow_sandbox::protocol::ExecuteRequest;
 use agentflow_sandbox::{Engine, Envelope};
 use serde_json::{json, Map, Value};
 
-use crate::common::{command_ok, create_session, eventually, in_process_table, pids_with, stat, status_kib, temp_dir};
+use crate::common::{
+    command_ok, create_session, descendants, eventually, in_process_table, pids_with, stat, status_kib, temp_dir,
+};
 
 fn engine() -> Engine {
     Engine::builder().backend(Arc::new(BashBackend::new(Map::new()).unwrap())).build().unwrap()
@@ -430,4 +432,85 @@ async fn tools_are_listed_with_their_schema() {
     assert_eq!(run_schema["properties"]["on_timeout"]["enum"], json!(["interrupt", "keep"]));
     let e = run(&engine, "schema", json!({"command": 5})).await;
     assert_eq!((e.code, &e.data["field"]), (1002, &json!("command")));
+}
+
+/// A bash engine with a warm pool of `size` and at most `max` sessions.
+fn pooled_engine(size: usize, max: usize) -> Engine {
+    let backend = Arc::new(BashBackend::new(Map::new()).unwrap());
+    Engine::builder().backend(backend).pool("bash", size).max_sessions(max).build().unwrap()
+}
+
+/// The shells this test's engine has started, as `/proc` shows them.
+fn shells() -> HashSet<i32> {
+    descendants()
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "bash\n"))
+        .collect()
+}
+
+async fn pool_filled(engine: &Engine, size: usize) -> bool {
+    eventually(Duration::from_secs(10), || engine.overview()["pooled_sessions"] == size).await
+}
+
+#[tokio::test]
+async fn a_warm_pool_hands_each_shell_out_once_with_the_sessions_own_cwd_and_env() {
+    let engine = pooled_engine(3, 20);
+    assert!(pool_filled(&engine, 3).await, "{}", engine.overview());
+    let dir = temp_dir("pool-cwd");
+    let mut used = HashSet::new();
+    for i in 0..3 {
+        // The shell a session gets was running before it was asked for.
+        let ahead = shells();
+        let worker = format!("pool-{i}");
+        let config = json!({"cwd": dir.display().to_string(), "env": {"GREETING": format!("hi {i}"), "N": i}});
+        assert_eq!(create(&engine, &worker, config).await.code, 0);
+        let out = command_ok(&engine, &worker, "echo \"$GREETING|$N|$PWD|$$\"").await;
+        let fields: Vec<&str> = out.trim().split('|').collect();
+        assert_eq!(fields[..3], [format!("hi {i}").as_str(), &i.to_string(), &dir.display().to_string()]);
+        let pid: i32 = fields[3].parse().unwrap();
+        assert!(ahead.contains(&pid), "session {i}'s shell {pid} was not one of the pool's {ahead:?}");
+        assert!(used.insert(pid), "shell {pid} was handed out twice");
+        // A variable set at start is in the environment of what the shell runs.
+        assert_eq!(command_ok(&engine, &worker, "env | grep '^GREETING='").await, format!("GREETING=hi {i}\n"));
+    }
+    // A config a pooled shell cannot serve starts a fresh one, with that config.
+    let ahead = shells();
+    assert_eq!(create(&engine, "fresh", json!({"cols": 123})).await.code, 0);
+    let pid: i32 = command_ok(&engine, "fresh", "echo $$").await.trim().parse().unwrap();
+    assert!(!ahead.contains(&pid), "a pooled shell served a config it cannot");
+    assert_eq!(command_ok(&engine, "fresh", "stty size").await, "50 123\n");
+    // A config that is refused is refused as without a pool, and costs the pool nothing.
+    assert!(pool_filled(&engine, 3).await);
+    let e = create(&engine, "bad", json!({"cwd": "/no/such/dir"})).await;
+    assert_eq!((e.code, &e.data["field"]), (1002, &json!("cwd")), "{}", e.message);
+    assert_eq!(engine.overview()["pooled_sessions"], 3);
+    // Shutdown ends the sessions and the pool alike.
+    engine.shutdown(false, true).await;
+    assert!(eventually(Duration::from_secs(5), || shells().is_empty()).await, "left: {:?}", shells());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn pooled_shells_count_under_max_sessions_and_give_their_place_up() {
+    let engine = pooled_engine(4, 6);
+    assert!(pool_filled(&engine, 4).await, "{}", engine.overview());
+    assert_eq!(shells().len(), 4);
+    // Six sessions no pooled shell can serve: the pool gives its places up, one by one.
+    for i in 0..6 {
+        let e = create(&engine, &format!("cap-{i}"), json!({"rows": 30})).await;
+        assert_eq!(e.code, 0, "cap-{i}: {}", e.message);
+        assert!(engine.overview()["live_sessions"].as_u64().unwrap() <= 6, "{}", engine.overview());
+    }
+    let e = create(&engine, "cap-6", json!({})).await;
+    assert_eq!(e.code, 2004, "{}", e.message);
+    assert!(e.message.contains("max_sessions"), "{}", e.message);
+    assert!(eventually(Duration::from_secs(5), || shells().len() == 6).await, "{:?}", shells());
+    // Places freed go back to the pool.
+    for i in 0..3 {
+        assert_eq!(engine.destroy_session(&format!("cap-{i}"), "bash").await.code, 0);
+    }
+    assert!(pool_filled(&engine, 3).await, "{}", engine.overview());
+    assert_eq!(engine.overview()["live_sessions"], 6);
+    engine.shutdown(false, true).await;
+    assert!(eventually(Duration::from_secs(5), || shells().is_empty()).await, "left: {:?}", shells());
 }

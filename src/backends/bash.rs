@@ -53,7 +53,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use agentflow_bash::{
-    check_work_root, find_bwrap, Cgroup, Jail, JailConfig, Limits, OnTimeout, Outcome, Shell, ShellConfig, INSTALL_HINT,
+    check_work_root, find_bwrap, Cgroup, Jail, JailConfig, Limits, OnTimeout, Outcome, Shell, ShellConfig,
+    INSTALL_HINT, RESERVED_VARIABLES,
 };
 
 use crate::backend::{merge_config, state_mut, Backend, CallContext, SessionState};
@@ -524,6 +525,48 @@ impl Backend for BashBackend {
         Ok(Box::new(session))
     }
 
+    /// A pooled shell (started with the defaults) serves a session asking only for `env`,
+    /// `timeout` and, unjailed, `cwd`, when that config would be accepted: [`adopt`] then
+    /// applies them in the shell (`cd`, `export`). Anything else starts a fresh shell.
+    ///
+    /// [`adopt`]: Backend::adopt
+    fn pool_serves(&self, config: &Map<String, Value>) -> bool {
+        let keys: &[&str] = if self.floor.jail.is_some() { &["env", "timeout"] } else { &["cwd", "env", "timeout"] };
+        let exportable = |name: &str| {
+            let mut chars = name.chars();
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !RESERVED_VARIABLES.contains(&name)
+        };
+        config.keys().all(|k| keys.contains(&k.as_str()))
+            && config.get("env").and_then(Value::as_object).is_none_or(|env| env.keys().all(|k| exportable(k)))
+            // A config that would be refused is refused by a fresh create, with its reason.
+            // (A stat of `cwd` on this thread: microseconds.)
+            && self.session_config(config).is_ok_and(|c| c.check_cwd().is_ok())
+    }
+
+    async fn adopt(&self, state: &mut SessionState, config: &Map<String, Value>) -> Result<()> {
+        let session = state_mut::<BashSession>(Some(state))?;
+        let settings = self.session_config(config)?;
+        let mut script = Vec::new();
+        if let Some(dir) = config.get("cwd").and(settings.shell.cwd.as_ref()) {
+            script.push(format!("cd -- {}", sh_quote(&dir.to_string_lossy())));
+        }
+        for (name, value) in settings.shell.env.iter().filter(|(name, _)| config_env_has(config, name)) {
+            script.push(format!("export {name}={}", sh_quote(value)));
+        }
+        if !script.is_empty() {
+            let shell = session.shell().await?;
+            let outcome =
+                shell.run(&script.join(" && "), ADOPT_TIMEOUT, OnTimeout::Interrupt).await.map_err(shell_error)?;
+            if outcome.exit_code != Some(0) {
+                return Err(Error::backend(format!("cannot apply the session's config: {}", outcome.output.trim())));
+            }
+        }
+        session.config = settings;
+        Ok(())
+    }
+
     async fn destroy_session(&self, state: SessionState) {
         if let Ok(session) = state.downcast::<BashSession>() {
             release(*session).await;
@@ -595,6 +638,19 @@ impl Backend for BashBackend {
             }
         }
     }
+}
+
+/// How long applying a session's `cwd` and `env` to a pooled shell may take.
+const ADOPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the session's own config sets the variable `name` (not only the defaults).
+fn config_env_has(config: &Map<String, Value>, name: &str) -> bool {
+    config.get("env").and_then(Value::as_object).is_some_and(|env| env.contains_key(name))
+}
+
+/// `text` as one word for the shell, quoted.
+fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// Ends a session: its shell and everything in it, then its jail (cgroups and work directory),

@@ -268,14 +268,17 @@ impl Engine {
         if tool.spec.sessionless {
             return Ok(Place::Bare);
         }
-        self.reserve(worker, None)?;
+        let pooled = self.take_pooled(tool.slot, &Map::new());
+        if pooled.is_none() {
+            self.reserve(worker, None)?;
+        }
         let id = self.session_id(&slot.name, worker);
         meta.session_id = Some(id.clone());
         meta.temporary_session = true;
         let mut temp =
             Temporary::new(self, Session::new(id.clone(), id.clone(), worker, &slot.name, tool.slot, inner.ttl));
         temp.session.settle(Status::Active);
-        match catching(slot.backend.create_session(&Map::new()), "session creation").await {
+        match self.start_state(tool.slot, &Map::new(), pooled).await {
             Ok(state) => temp.state = Some(state),
             Err(e) => {
                 inner.live_sessions.fetch_sub(1, Ordering::AcqRel);

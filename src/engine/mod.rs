@@ -9,11 +9,12 @@
 //! Its parts: `registry.rs` builds the engine and answers what it serves (the builder, tool
 //! names and listings, warm-up); `call.rs` is the path of one call (the one place a backend's
 //! `call` runs, with its deadline, its panic guard and its session's destroyed signal);
-//! `sessions.rs` their lifetimes (create, destroy, expiry, status, shutdown); `batch.rs`
-//! several calls as one.
+//! `sessions.rs` their lifetimes (create, destroy, expiry, status, shutdown); `pool.rs` the
+//! warm pools (sessions started ahead, handed out on create); `batch.rs` several calls as one.
 
 mod batch;
 mod call;
+mod pool;
 mod registry;
 mod sessions;
 
@@ -57,6 +58,8 @@ pub(super) struct Slot {
     warmed: AtomicBool,
     /// Serialises warm-ups; holds the last failure.
     warming: tokio::sync::Mutex<Option<String>>,
+    /// Its warm pool, if it has one.
+    pool: Option<pool::Pool>,
 }
 
 pub(super) struct Tool {
@@ -90,6 +93,8 @@ pub(super) struct Inner {
     idle: Notify,
     cancel: watch::Sender<bool>,
     reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The warm pools' fillers.
+    fillers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 impl Engine {
     /// The registered resource types, in registration order.
@@ -97,7 +102,8 @@ impl Engine {
         self.inner.slots.iter().map(|s| s.name.clone()).collect()
     }
 
-    /// Engine-wide counts: tools, workers with sessions, sessions (temporary ones included).
+    /// Engine-wide counts: tools, workers with sessions, sessions (`live_sessions` counts
+    /// temporary and idle pooled ones too), idle pooled sessions.
     pub fn overview(&self) -> Value {
         let table = self.inner.sessions.read();
         json!({
@@ -105,6 +111,7 @@ impl Engine {
             "active_workers": table.workers(),
             "total_sessions": table.len(),
             "live_sessions": self.inner.live_sessions.load(Ordering::Acquire),
+            "pooled_sessions": self.inner.slots.iter().filter_map(|s| s.pool.as_ref()).map(|p| p.idle()).sum::<usize>(),
         })
     }
 
@@ -119,6 +126,9 @@ impl Drop for Inner {
         if let Some(reaper) = self.reaper.get_mut().take() {
             reaper.abort();
         }
-        // Session states release their processes in their own Drop.
+        for filler in self.fillers.get_mut().drain(..) {
+            filler.abort();
+        }
+        // Session states (pooled ones too) release their processes in their own Drop.
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::protocol::Envelope;
 use crate::session::Table;
 
+use super::pool::Pool;
 use super::sessions::reap;
 use super::{Engine, Inner, Slot, Tool};
 
@@ -27,6 +28,7 @@ pub struct EngineBuilder {
     max_sessions_per_worker: Option<usize>,
     call_timeout: Option<Duration>,
     reap_orphans: bool,
+    pools: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -75,8 +77,18 @@ impl EngineBuilder {
         self
     }
 
-    /// Builds the engine and starts its session reaper. Must be called inside a tokio runtime.
-    pub fn build(self) -> Result<Engine> {
+    /// A warm pool for the backend `resource`: `size` sessions started ahead with its default
+    /// config, handed out on create when the session's config allows (see
+    /// [`Backend::pool_serves`]), replenished in the background, and counted under
+    /// `max_sessions` (`src/engine/pool.rs`). 0, the default, for none.
+    pub fn pool(mut self, resource: &str, size: usize) -> Self {
+        self.pools.insert(resource.to_owned(), size);
+        self
+    }
+
+    /// Builds the engine and starts its session reaper (and the fillers of its warm pools).
+    /// Must be called inside a tokio runtime.
+    pub fn build(mut self) -> Result<Engine> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("Engine must be built inside a tokio runtime".into()))?;
         let reap_orphans = self.reap_orphans;
@@ -113,13 +125,26 @@ impl EngineBuilder {
                 });
                 tools.push(Tool { slot: slots.len(), spec, full, listing });
             }
+            let pool = match self.pools.remove(&name) {
+                Some(size) if size > 0 && backend.scope() == Scope::Shared => {
+                    return Err(Error::Config(format!(
+                        "'{name}' is shared by every worker: it has no sessions to pool"
+                    )))
+                }
+                Some(size) if size > 0 => Some(Pool::new(size)),
+                _ => None,
+            };
             slots.push(Slot {
                 scope: backend.scope(),
                 backend,
                 name,
                 warmed: AtomicBool::new(false),
                 warming: tokio::sync::Mutex::new(None),
+                pool,
             });
+        }
+        if let Some(name) = self.pools.keys().next() {
+            return Err(Error::Config(format!("a pool for '{name}', which is not a backend of this engine")));
         }
         let ttl = self.ttl.unwrap_or(Duration::from_secs(300));
         let inner = Arc::new(Inner {
@@ -143,10 +168,12 @@ impl EngineBuilder {
             idle: Notify::new(),
             cancel: watch::channel(false).0,
             reaper: Mutex::new(None),
+            fillers: Mutex::new(Vec::new()),
         });
         let tick = (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let reaper = runtime.spawn(reap(Arc::downgrade(&inner), tick));
         *inner.reaper.lock() = Some(reaper);
+        *inner.fillers.lock() = super::pool::start(&inner, &runtime);
         Ok(Engine { inner })
     }
 }

@@ -64,22 +64,61 @@ impl Engine {
         format!("{resource}_{worker}_{n:03}")
     }
 
-    /// Takes one place under the global cap, and under the worker's cap when `table` is given.
+    /// Takes one place under the global cap (given up by an idle pooled session if need be),
+    /// and under the worker's cap when `table` is given.
     pub(super) fn reserve(&self, worker: &str, table: Option<&Table>) -> Result<()> {
-        let inner = &*self.inner;
-        if let (Some(max), Some(table)) = (inner.max_sessions_per_worker, table) {
-            if table.worker_count(worker) >= max {
-                return Err(Error::Unavailable(format!(
-                    "max_sessions_per_worker reached: worker '{worker}' has {max} sessions"
-                )));
-            }
+        if let Some(table) = table {
+            self.check_worker_cap(worker, table)?;
         }
+        let inner = &*self.inner;
         let live = inner.live_sessions.fetch_add(1, Ordering::AcqRel);
         if let Some(max) = inner.max_sessions.filter(|&m| live >= m) {
             inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
+            // A place an idle pooled session holds is given up to a session someone asked for.
+            if !worker.is_empty() && self.give_up_pooled() {
+                return Ok(());
+            }
             return Err(Error::Unavailable(format!("max_sessions reached: {max} sessions are live")));
         }
         Ok(())
+    }
+
+    /// Whether the worker may have one more session.
+    fn check_worker_cap(&self, worker: &str, table: &Table) -> Result<()> {
+        match self.inner.max_sessions_per_worker {
+            Some(max) if table.worker_count(worker) >= max => Err(Error::Unavailable(format!(
+                "max_sessions_per_worker reached: worker '{worker}' has {max} sessions"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A session's state for `slot` with `config`: from the warm pool (`pooled`, already
+    /// holding its place under the cap, adopted to `config`) or freshly started. A pooled
+    /// session the backend cannot adopt is destroyed and a fresh one started in its place.
+    pub(super) async fn start_state(
+        &self,
+        slot: usize,
+        config: &Map<String, Value>,
+        pooled: Option<SessionState>,
+    ) -> Result<SessionState> {
+        let backend = &self.inner.slots[slot].backend;
+        if let Some(mut state) = pooled {
+            match catching(backend.adopt(&mut state, config), "pooled session adoption").await {
+                Ok(()) => return Ok(state),
+                Err(e) => {
+                    tracing::debug!("a pooled session could not be adopted ({e}): starting a fresh one");
+                    self.discard(slot, state);
+                }
+            }
+        }
+        catching(backend.create_session(config), "session creation").await
+    }
+
+    /// An idle pooled session of `slot` that can serve `config`, if there is one.
+    pub(super) fn take_pooled(&self, slot: usize, config: &Map<String, Value>) -> Option<SessionState> {
+        let s = &self.inner.slots[slot];
+        s.pool.as_ref().filter(|_| s.backend.pool_serves(config))?.take()
     }
 
     /// Creates a worker's session of a resource type, or returns the one it has.
@@ -142,12 +181,31 @@ impl Engine {
         self.ensure_warm(slot_index).await?;
         let worker = req.worker_id.as_str();
         check_worker_id(worker)?;
+        let config = req.config.unwrap_or_default();
+        // Taken before the table's lock (which no await may hold); put back if not used.
+        let mut pooled = self.take_pooled(slot_index, &config);
+        let put_back = |pooled: Option<SessionState>| {
+            if let (Some(state), Some(pool)) = (pooled, &slot.pool) {
+                pool.put_back(state);
+            }
+        };
         let (session, guard) = {
             let mut table = self.inner.sessions.write();
             match table.get(worker, &slot.name) {
-                Some(s) => (s.clone(), None),
+                Some(s) => {
+                    put_back(pooled.take());
+                    (s.clone(), None)
+                }
                 None => {
-                    self.reserve(worker, Some(&table))?;
+                    // A pooled session already holds its place under the global cap.
+                    let placed = match pooled {
+                        Some(_) => self.check_worker_cap(worker, &table),
+                        None => self.reserve(worker, Some(&table)),
+                    };
+                    if let Err(e) = placed {
+                        put_back(pooled.take());
+                        return Err(e);
+                    }
                     let id = self.session_id(&slot.name, worker);
                     let name = req.custom_name.clone().unwrap_or_else(|| id.clone());
                     let s = Arc::new(Session::new(id, name, worker, &slot.name, slot_index, self.inner.ttl));
@@ -170,8 +228,7 @@ impl Engine {
                 Err(Error::Session(format!("session {} failed to start; try again", session.id)))
             };
         };
-        let config = req.config.unwrap_or_default();
-        match catching(slot.backend.create_session(&config), "session creation").await {
+        match self.start_state(slot_index, &config, pooled).await {
             Ok(state) => {
                 *guard = Some(state);
                 session.settle(Status::Active);
@@ -302,6 +359,7 @@ impl Engine {
             tracing::error!("{e}");
         }
         self.inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
+        self.wake_fillers();
     }
 
     /// A worker's sessions (`data.sessions`, `total`).
@@ -404,6 +462,8 @@ impl Engine {
             }
             cleaned = all.len();
         }
+        // The fillers see `stopping` and end; what they were starting is waited for.
+        self.drain_pools().await;
         for slot in &inner.slots {
             let backend = &slot.backend;
             let _ = catching(

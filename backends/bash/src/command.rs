@@ -119,6 +119,10 @@ pub(crate) fn nonce_line(nonce: &str) -> String {
 /// API key, its own settings) reaches a shell.
 const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ"];
 
+/// Variables a shell's configured environment cannot set: they would take over the
+/// end-of-command marker or the prompt. [`environment`] leaves them out.
+pub const RESERVED_VARIABLES: [&str; 7] = ["PROMPT_COMMAND", "PS0", "PS1", "PS2", "PS4", "BASH_ENV", "ENV"];
+
 /// The shell's whole environment: the few variables of this process that a shell needs
 /// (`PATH`, `HOME`, the locale: [`INHERITED`] and `LC_*`), the defaults that keep programs from
 /// waiting on a terminal (`TERM=dumb`, pagers, editors), then the config's own `env`.
@@ -145,7 +149,7 @@ pub fn environment(config: &ShellConfig) -> Vec<(String, String)> {
     }
     for (key, value) in &config.env {
         // Variables that would take over the marker or the prompt are not the session's to set.
-        if !["PROMPT_COMMAND", "PS0", "PS1", "PS2", "PS4", "BASH_ENV", "ENV"].contains(&key.as_str()) {
+        if !RESERVED_VARIABLES.contains(&key.as_str()) {
             env.retain(|(k, _)| k != key);
             env.push((key.clone(), value.clone()));
         }
