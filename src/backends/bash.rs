@@ -170,8 +170,11 @@ struct Ceilings {
 /// The most output per answer a session may ask for when the policy does not say.
 const MAX_OUTPUT_CEILING: u64 = 16 << 20;
 
-/// Each limit: its key, its value in a jail's limits, and its ceiling in a policy.
-const LIMITS: [(&str, fn(&Limits) -> u64, fn(&Ceilings) -> Option<u64>); 5] = [
+/// A limit: its key, its value in a jail's limits, and its ceiling in a policy.
+type Limit = (&'static str, fn(&Limits) -> u64, fn(&Ceilings) -> Option<u64>);
+
+/// Each limit.
+const LIMITS: [Limit; 5] = [
     ("memory_mb", |l| l.memory_mb, |c| c.memory_mb),
     ("max_processes", |l| l.max_processes, |c| c.max_processes),
     ("cpu_seconds", |l| l.cpu_seconds, |c| c.cpu_seconds),
