@@ -275,7 +275,15 @@ pub fn new_trace_id() -> String {
         h.finish()
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}{:016x}", seed, splitmix(seed ^ n))
+    // Written digit by digit: `format!` costs a few percent of a no-op call.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (i, word) in [seed, splitmix(seed ^ n)].into_iter().enumerate() {
+        for j in 0..16 {
+            id[i * 16 + j] = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
+        }
+    }
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 fn splitmix(mut z: u64) -> u64 {

@@ -77,7 +77,11 @@ impl Session {
 
     /// Records activity and extends the session to now + `ttl`.
     pub fn touch(&self, ttl: Duration) {
-        let now = Instant::now();
+        self.touch_at(Instant::now(), ttl);
+    }
+
+    /// [`Session::touch`] with the time already read.
+    pub fn touch_at(&self, now: Instant, ttl: Duration) {
         let mut t = self.times.lock();
         t.last_activity = now;
         t.expires = now + ttl;

@@ -143,7 +143,7 @@ impl Engine {
         let mut meta = Meta::default();
         let result = match self.enter() {
             Ok(_guard) => {
-                let call = self.run(&req.worker_id, &req.action, req.params, req.timeout, &mut meta);
+                let call = self.run(&req.worker_id, &req.action, req.params, req.timeout, start, &mut meta);
                 // Entering a span nobody listens to on every poll is not free on this path.
                 if span.is_disabled() {
                     call.await
@@ -154,7 +154,10 @@ impl Engine {
             Err(e) => Err(e),
         };
         let mut envelope = Envelope::from_result(result);
-        meta.execution_time_ms = start.elapsed().as_secs_f64() * 1000.0;
+        // A call in a session has its end time read once, for the session's activity too.
+        if meta.execution_time_ms == 0.0 {
+            meta.execution_time_ms = start.elapsed().as_secs_f64() * 1000.0;
+        }
         meta.trace_id = req.trace_id.unwrap_or_else(new_trace_id);
         envelope.meta = meta;
         crate::logging::call_ended(&span, &envelope);
@@ -197,6 +200,7 @@ impl Engine {
         action: &str,
         params: Value,
         timeout: Option<f64>,
+        start: Instant,
         meta: &mut Meta,
     ) -> Result<Value> {
         check_worker_id(worker)?;
@@ -234,7 +238,11 @@ impl Engine {
         let result = self.guarded(slot.backend.call(name, params, state, &ctx), deadline, name, session).await;
         match place {
             Place::Bare => {}
-            Place::Session(session, _guard) => session.touch(inner.ttl),
+            Place::Session(session, _guard) => {
+                let end = Instant::now();
+                session.touch_at(end, inner.ttl);
+                meta.execution_time_ms = (end - start).as_secs_f64() * 1000.0;
+            }
             Place::Temporary(temp) => temp.finish().await,
         }
         result

@@ -17,7 +17,7 @@ use crate::session::Table;
 
 use super::pool::Pool;
 use super::sessions::reap;
-use super::{Engine, Inner, Slot, Tool};
+use super::{Engine, Inner, NameMap, Slot, Tool};
 
 /// Builds an [`Engine`].
 #[derive(Default)]
@@ -100,8 +100,8 @@ impl EngineBuilder {
         let mut slots = Vec::new();
         let mut by_resource = HashMap::new();
         let mut tools = Vec::new();
-        let mut aliases = HashMap::new();
-        let mut short: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut aliases = NameMap::default();
+        let mut short: NameMap<Vec<usize>> = NameMap::default();
         for backend in self.backends {
             let name = backend.name().to_owned();
             if name.is_empty() || name.contains([':', '.', '-', '_']) {
