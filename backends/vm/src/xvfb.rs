@@ -23,8 +23,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -117,6 +115,17 @@ impl Drop for Authority {
     }
 }
 
+/// A file with no name in the temporary directory (removed once open): gone with its last
+/// descriptor.
+fn anonymous_file() -> std::io::Result<std::fs::File> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("agentflow-xvfb-{}-{n}.err", std::process::id()));
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
 /// A running Xvfb, stopped on [`Xvfb::stop`] or on drop.
 #[derive(Debug)]
 pub(crate) struct Xvfb {
@@ -126,8 +135,9 @@ pub(crate) struct Xvfb {
     number: Option<u16>,
     /// The cookie and its file; dropped after the server has exited.
     auth: Option<Authority>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    drain: Option<JoinHandle<()>>,
+    /// Its stderr: a file of no name (so no thread drains a pipe per desktop), read back only
+    /// to explain a failure.
+    stderr: std::fs::File,
     stopped: bool,
 }
 
@@ -139,6 +149,8 @@ impl Xvfb {
         let _serial = StartGuard::acquire();
         let (read_end, write_end) = pipe()?;
         let write_fd = write_end.as_raw_fd();
+        let stderr =
+            anonymous_file().map_err(|e| Error::Start(format!("cannot make a file for Xvfb's stderr: {e}")))?;
         let mut command = Command::new("Xvfb");
         command
             .arg("-displayfd")
@@ -151,7 +163,9 @@ impl Xvfb {
             .args(["-nolisten", "tcp", "-noreset", "+extension", "MIT-SHM", "+extension", "XTEST"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::from(
+                stderr.try_clone().map_err(|e| Error::Start(format!("cannot keep Xvfb's stderr: {e}")))?,
+            ));
         // SAFETY: the closure runs in the child between fork and exec and only calls fcntl, which
         // is async-signal-safe. The pipe is made close-on-exec so that no other child spawned
         // meanwhile inherits it; only this child clears the flag on its own copy.
@@ -163,27 +177,10 @@ impl Xvfb {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|e| Error::Start(format!("cannot run Xvfb: {e}")))?;
+        let child = command.spawn().map_err(|e| Error::Start(format!("cannot run Xvfb: {e}")))?;
         drop(write_end);
 
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let drain = child.stderr.take().map(|mut pipe| {
-            let tail = stderr.clone();
-            std::thread::Builder::new()
-                .name("xvfb-stderr".into())
-                .spawn(move || {
-                    let mut buf = [0u8; 1024];
-                    while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                        let mut tail = tail.lock();
-                        tail.extend_from_slice(&buf[..n]);
-                        let excess = tail.len().saturating_sub(STDERR_TAIL);
-                        tail.drain(..excess);
-                    }
-                })
-                .expect("spawn the xvfb stderr thread")
-        });
-        let mut xvfb =
-            Xvfb { child, display: String::new(), number: None, auth: Some(auth), stderr, drain, stopped: false };
+        let mut xvfb = Xvfb { child, display: String::new(), number: None, auth: Some(auth), stderr, stopped: false };
         match read_display_number(read_end, Instant::now() + READY_TIMEOUT) {
             Ok(n) => {
                 xvfb.display = format!(":{n}");
@@ -239,7 +236,12 @@ impl Xvfb {
 
     /// The last lines Xvfb printed, for error messages.
     pub(crate) fn stderr_tail(&self) -> String {
-        let tail = self.stderr.lock();
+        use std::os::unix::fs::FileExt;
+        let len = self.stderr.metadata().map(|m| m.len()).unwrap_or(0);
+        let from = len.saturating_sub(STDERR_TAIL as u64);
+        let mut tail = vec![0u8; (len - from) as usize];
+        let read = self.stderr.read_at(&mut tail, from).unwrap_or(0);
+        tail.truncate(read);
         let text = String::from_utf8_lossy(&tail);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         lines[lines.len().saturating_sub(3)..].join(" | ")
@@ -266,9 +268,6 @@ impl Xvfb {
             }
         }
         let _ = self.child.wait();
-        if let Some(drain) = self.drain.take() {
-            let _ = drain.join();
-        }
         if let Some(n) = self.number {
             STARTED.lock().remove(&n);
         }
