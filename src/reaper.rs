@@ -9,9 +9,9 @@
 //! left to the engine.
 //!
 //! It never calls `waitpid(-1)`: that would steal the exit status of children other code waits
-//! for by pid (each shell's waiter thread in `agentflow-bash`, a vm session's Xvfb `Child`). A
+//! for by pid (each shell's pump in `agentflow-bash`, a vm session's Xvfb `Child`). A
 //! zombie is reaped here only when it is ours (ppid is this process), is not one of the shells
-//! (`agentflow_bash::is_shell`: their waiters reap them), and is not in this process's own
+//! (`agentflow_bash::is_shell`: their pumps reap them), and is not in this process's own
 //! session (direct children spawned without `setsid`, such as Xvfb, stay in it). An orphan that
 //! called `setsid` itself (`setsid -f`, a daemon) is reaped like any other. Linux only (`/proc`).
 
@@ -53,7 +53,7 @@ pub fn reap_orphans() -> usize {
     reaped
 }
 
-/// Whether a shell's own waiter thread reaps `pid`.
+/// Whether a shell's own pump reaps `pid`.
 fn is_shell(pid: i32) -> bool {
     #[cfg(feature = "bash")]
     return agentflow_bash::is_shell(pid);

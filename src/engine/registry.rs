@@ -171,7 +171,7 @@ impl EngineBuilder {
             fillers: Mutex::new(Vec::new()),
         });
         let tick = (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let reaper = runtime.spawn(reap(Arc::downgrade(&inner), tick));
+        let reaper = runtime.spawn(reap(Arc::downgrade(&inner), tick, reap_orphans));
         *inner.reaper.lock() = Some(reaper);
         *inner.fillers.lock() = super::pool::start(&inner, &runtime);
         Ok(Engine { inner })

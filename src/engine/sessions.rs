@@ -21,16 +21,27 @@ use super::call::catching;
 use super::{Engine, Inner};
 
 /// Destroys expired sessions, and reaps orphaned zombies, until the engine is gone or stopped.
-pub(super) async fn reap(engine: Weak<Inner>, tick: Duration) {
+///
+/// Orphans are looked for only after a child of this process has ended (SIGCHLD), at most once a
+/// tick: the look reads every process of the machine, and an idle server should not do that
+/// every second (nor keep a blocking thread awake for it).
+pub(super) async fn reap(engine: Weak<Inner>, tick: Duration, reap_orphans: bool) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    use tokio::signal::unix::{signal, SignalKind};
+    // Without the signal (none can be registered), every tick looks.
+    let mut child_ended = if reap_orphans { signal(SignalKind::child()).ok() } else { None };
     loop {
         interval.tick().await;
         let Some(inner) = engine.upgrade() else { return };
         if inner.stopped.load(Ordering::Acquire) {
             return;
         }
-        if inner.reap_orphans {
+        let look = match &mut child_ended {
+            Some(signal) => std::future::poll_fn(|cx| std::task::Poll::Ready(signal.poll_recv(cx).is_ready())).await,
+            None => reap_orphans,
+        };
+        if look {
             let _ = tokio::task::spawn_blocking(crate::reaper::reap_orphans).await;
         }
         let engine = Engine { inner };

@@ -7,7 +7,7 @@
 //! that ending one costs the same however many sessions are live (the cgroup, dropped after
 //! the shell, ends whatever left the tree). Ending a tree kills the shell's descendants while the shell
 //! is still alive, so that it reaps them (no zombie is left to an init that may not reap), then
-//! the shell itself, whose reaping is left to the waiter thread in `shell.rs`. Linux only.
+//! the shell itself, whose reaping is left to its pump in `pty.rs`. Linux only.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -121,7 +121,7 @@ impl Terminal {
             match written {
                 Ok(Ok(n)) => bytes = &bytes[n..],
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                // EIO: nobody holds the terminal any more; the waiter will say why.
+                // EIO: nobody holds the terminal any more; the pump will say why.
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(true),
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_would_block) => {}
@@ -384,10 +384,10 @@ fn records_pipe(dir: &Path, path: &Path) -> std::io::Result<(OwnedFd, OwnedFd)> 
     Ok((read, open(libc::O_WRONLY)?))
 }
 
-/// The pids of the shells whose waiter thread will reap them (until it has).
+/// The pids of the shells whose pump will reap them (until it has).
 static SHELLS: Mutex<std::collections::BTreeSet<i32>> = Mutex::new(std::collections::BTreeSet::new());
 
-/// Whether `pid` is a shell of this process that its own waiter reaps: an orphan reaper must
+/// Whether `pid` is a shell of this process that its own pump reaps: an orphan reaper must
 /// leave it alone, or the shell's exit status is lost.
 pub fn is_shell(pid: i32) -> bool {
     SHELLS.lock().contains(&pid)

@@ -618,7 +618,7 @@ mod tests {
     fn keeps_head_and_tail_in_bounded_memory() {
         let mut t = Transcript::new(1000);
         t.begin("n");
-        // Chunks of the reader thread's size.
+        // Chunks of the pump's read size.
         let chunk = "y\n".repeat(8 * 1024);
         let mut max_held = 0;
         for _ in 0..3200 {
