@@ -29,10 +29,46 @@ pub fn become_subreaper() -> io::Result<()> {
 }
 
 /// Reaps the zombies re-parented to this process that nobody else waits for (see the module
-/// documentation); how many were reaped. Cheap enough for a tick of a second or so: one read of
-/// `/proc/<pid>/stat` per process of the machine. Blocking file-system reads: call it from a
-/// blocking thread.
+/// documentation); how many were reaped. Usually one read of `/proc/<pid>/stat` per zombie
+/// child; when a child someone else reaps is a zombie at that moment, one per process of the
+/// machine. Blocking file-system reads: call it from a blocking thread.
 pub fn reap_orphans() -> usize {
+    let mut reaped = 0;
+    // The usual case, without reading every process: the zombies waiting for this process,
+    // peeked at one by one (`WNOWAIT` leaves them unreaped), each reaped by pid if it is an
+    // orphan. A zombie that is someone else's to reap (a shell just ended, before its pump
+    // reaps it) would be peeked at again: then the whole of `/proc` is read instead.
+    loop {
+        // SAFETY: siginfo_t is plain data that waitid fills in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes into a live siginfo_t; WNOWAIT reaps nothing.
+        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+        // SAFETY: si_pid reads the field waitid set (0 when no child has changed state).
+        let pid = if r == 0 { unsafe { info.si_pid() } } else { 0 };
+        if pid <= 0 {
+            return reaped;
+        }
+        if !is_orphan(pid) {
+            return reaped + scan_for_orphans();
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on one pid, WNOHANG, writing into a live int.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != pid {
+            return reaped + scan_for_orphans();
+        }
+        reaped += 1;
+    }
+}
+
+/// Whether `pid`, a zombie child of this process, is an orphan nobody else waits for.
+fn is_orphan(pid: i32) -> bool {
+    // SAFETY: getsid(0) has no preconditions.
+    let my_session = unsafe { libc::getsid(0) };
+    Zombie::read(pid).is_some_and(|z| z.session != my_session && !is_shell(pid))
+}
+
+/// Every process of the machine read, for the orphans among them.
+fn scan_for_orphans() -> usize {
     let me = std::process::id() as i32;
     // SAFETY: getsid(0) has no preconditions.
     let my_session = unsafe { libc::getsid(0) };
