@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use crate::backend::SessionState;
 
 use super::call::catching;
+use super::sessions::release_state;
 use super::{Engine, Inner};
 
 /// Filler tasks per pool.
@@ -177,19 +178,7 @@ impl Engine {
     /// to whoever took it over.
     pub(super) fn discard(&self, slot: usize, state: SessionState) {
         let backend = self.inner.slots[slot].backend.clone();
-        tokio::spawn(async move {
-            let destroyed = catching(
-                Box::pin(async move {
-                    backend.destroy_session(state).await;
-                    Ok(())
-                }),
-                "session destroy",
-            )
-            .await;
-            if let Err(e) = destroyed {
-                tracing::error!("{e}");
-            }
-        });
+        tokio::spawn(async move { release_state(&*backend, state).await });
     }
 
     /// Destroys every idle pooled session, waiting (a bounded time) for those being started.

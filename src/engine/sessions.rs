@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
 
-use crate::backend::{Scope, SessionState};
+use crate::backend::{Backend, Scope, SessionState};
 use crate::error::{Error, Result};
 use crate::protocol::{check_worker_id, rfc3339, CreateSessionRequest, Envelope};
 use crate::session::{Session, Status, Table};
@@ -62,6 +62,21 @@ pub(super) async fn reap(engine: Weak<Inner>, tick: Duration, reap_orphans: bool
             }
             engine.release(&session, guard).await;
         }
+    }
+}
+
+/// Has the backend release a session's state, a panic in it caught and logged.
+pub(super) async fn release_state(backend: &dyn Backend, state: SessionState) {
+    let destroyed = catching(
+        Box::pin(async move {
+            backend.destroy_session(state).await;
+            Ok(())
+        }),
+        "session destroy",
+    )
+    .await;
+    if let Err(e) = destroyed {
+        tracing::error!("{e}");
     }
 }
 
@@ -357,18 +372,7 @@ impl Engine {
     }
 
     pub(super) async fn destroy_state(&self, slot: usize, state: SessionState) {
-        let backend = &self.inner.slots[slot].backend;
-        let destroyed = catching(
-            Box::pin(async move {
-                backend.destroy_session(state).await;
-                Ok(())
-            }),
-            "session destroy",
-        )
-        .await;
-        if let Err(e) = destroyed {
-            tracing::error!("{e}");
-        }
+        release_state(&*self.inner.slots[slot].backend, state).await;
         self.inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
         self.wake_fillers();
     }
