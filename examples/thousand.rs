@@ -3,11 +3,12 @@
 //! a thousand live shells cost the server and how fast sessions come and go. Phases:
 //!
 //! 1. baseline: the server's threads, open fds and descendant processes;
-//! 2. serial, nothing live: 20 × (create + destroy) of a fresh worker's session;
+//! 2. serial, nothing live: 50 × (create + destroy) of a fresh worker's session;
 //! 3. concurrent create of N sessions (`load-0`..), C in flight: sessions/s, p50/p99;
 //! 4. at N live: threads, fds, descendants, PSS per session;
 //! 5. `bash:run` `echo $RANDOM` in every session, C in flight: p50/p99, calls/s;
-//! 6. 100 destroyed, then 20 × serial create + destroy with N-100 live, and its ratio to phase 2;
+//! 6. 100 destroyed, then 50 × serial create + destroy with N-100 live, and its ratio to phase 2
+//!    (each serial phase starts after 2 s of quiet);
 //! 7. concurrent destroy of the rest, C in flight: destroys/s, p50/p99;
 //! 8. after: threads, fds, descendants, waiting up to 15 s for them to return to baseline.
 //!
@@ -40,7 +41,9 @@ use tokio::task::JoinSet;
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 /// Serial create + destroy pairs in phases 2 and 6.
-const SERIAL: usize = 20;
+const SERIAL: usize = 50;
+/// The pause before each serial phase.
+const QUIET: Duration = Duration::from_secs(2);
 /// Sessions destroyed before phase 6.
 const THINNED: usize = 100;
 /// How long phase 8 waits for the server to return to its baseline.
@@ -408,6 +411,9 @@ fn note(what: &str) {
 // The phases.
 
 async fn serial_pairs(client: &HttpServiceClient, prefix: &str) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<String>) {
+    // What the previous phase left the kernel to finish (exits, cgroup removals) is not this
+    // phase's cost: start from a quiet machine, as phase 2 does.
+    tokio::time::sleep(QUIET).await;
     let (mut creates, mut destroys, mut pairs, mut failures) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..SERIAL {
         let worker = format!("{prefix}-{i}");
