@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use portable_pty::{native_pty_system, MasterPty, PtySize};
+use portable_pty::{native_pty_system, PtySize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{oneshot, Notify};
@@ -70,19 +70,19 @@ pub(crate) struct Tty {
 /// The async side's end of the terminal.
 pub(crate) struct Terminal {
     /// Holds the terminal open; only its descriptor is used.
-    _master: Mutex<Box<dyn MasterPty + Send>>,
-    master_fd: RawFd,
-    writer: AsyncFd<OwnedFd>,
+    /// The terminal's master: the one descriptor of it this process keeps (non-blocking), read
+    /// by the pump and written here.
+    master: Arc<AsyncFd<OwnedFd>>,
 }
 
 impl Terminal {
     /// Ctrl-C as the terminal would send it (which also drops typed-ahead input), or SIGINT to
     /// the foreground group when the program turned the terminal's signals off.
     pub(crate) fn signal_foreground(&self) {
-        let fd = self.master_fd;
+        let fd = self.master.as_raw_fd();
         // SAFETY: termios is plain data; tcgetattr only writes into it.
         let mut t: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: fd is the open PTY master, owned by self._master.
+        // SAFETY: fd is the open PTY master, owned by self.master.
         let isig = unsafe { libc::tcgetattr(fd, &mut t) } == 0 && (t.c_lflag & libc::ISIG) != 0;
         let intr = if t.c_cc[libc::VINTR] == 0 { 0x03 } else { t.c_cc[libc::VINTR] };
         // SAFETY: writes one byte from a live stack variable to an open descriptor.
@@ -99,13 +99,13 @@ impl Terminal {
     /// The terminal's foreground process group.
     pub(crate) fn foreground_group(&self) -> i32 {
         // SAFETY: tcgetpgrp on the open PTY master.
-        unsafe { libc::tcgetpgrp(self.master_fd) }
+        unsafe { libc::tcgetpgrp(self.master.as_raw_fd()) }
     }
 
     /// Writes bytes to the terminal; false if the deadline came first.
     pub(crate) async fn send(&self, mut bytes: &[u8], deadline: Instant) -> Result<bool> {
         while !bytes.is_empty() {
-            let mut guard = match tokio::time::timeout_at(deadline.into(), self.writer.writable()).await {
+            let mut guard = match tokio::time::timeout_at(deadline.into(), self.master.writable()).await {
                 Ok(guard) => guard?,
                 Err(_) => return Ok(false),
             };
@@ -132,7 +132,7 @@ impl Terminal {
 
     /// Echo off and raw output again (a program may have left echo on: `stty sane`).
     pub(crate) fn quiet(&self) -> Result<()> {
-        quiet_terminal(self.master_fd)
+        quiet_terminal(self.master.as_raw_fd())
     }
 }
 
@@ -205,17 +205,19 @@ pub(crate) fn start(config: &ShellConfig, init_nonce: &str) -> Result<Started> {
         Error::Spawn(format!("cannot set up the terminal: {e}"))
     };
     let io = (|| -> std::io::Result<_> {
-        // One open file description, non-blocking for both the pump and the writer.
-        let writer_fd = dup(master_fd)?;
-        set_nonblocking(&writer_fd)?;
-        let reader = register(dup(master_fd)?, Interest::READABLE)?;
-        let writer = register(writer_fd, Interest::WRITABLE)?;
+        // One descriptor of the terminal, non-blocking, for the pump and the writer; portable-pty's
+        // own is closed below. (Every descriptor this process holds is copied into each child
+        // it spawns: three per shell rather than six keeps spawning cheap with many live.)
+        let master = dup(master_fd)?;
+        set_nonblocking(&master)?;
+        let master = Arc::new(register(master, Interest::READABLE | Interest::WRITABLE)?);
         let (records, keep_open) = records;
         let records = register(records, Interest::READABLE)?;
         let exited = pidfd(pid).and_then(|fd| register(fd, Interest::READABLE)).ok();
-        Ok((reader, writer, records, keep_open, exited))
+        Ok((master, records, keep_open, exited))
     })();
-    let (reader, writer, records, keep_open, exited) = io.map_err(fail)?;
+    let (master, records, keep_open, exited) = io.map_err(fail)?;
+    drop(pair.master);
 
     let shared = Arc::new(Shared {
         tty: Mutex::new(Tty { transcript: Transcript::new(config.max_output_bytes), eof: false, exit: None }),
@@ -223,11 +225,11 @@ pub(crate) fn start(config: &ShellConfig, init_nonce: &str) -> Result<Started> {
     });
     shared.tty.lock().transcript.begin(init_nonce);
     let (stop, stopped) = oneshot::channel();
-    let pipes = Pipes { terminal: reader, records, _keep_open: keep_open, exited };
+    let pipes = Pipes { terminal: master.clone(), records: Some(records), keep_open: Some(keep_open), exited };
     let pump = tokio::runtime::Handle::current().spawn(pump(pid, pipes, stopped, shared.clone()));
     Ok(Started {
         pid,
-        term: Terminal { _master: Mutex::new(pair.master), master_fd, writer },
+        term: Terminal { master },
         shared,
         stop,
         pump,
@@ -428,12 +430,13 @@ fn reap(pid: i32) -> Exit {
 
 /// What the pump waits on.
 struct Pipes {
-    /// The terminal's master (non-blocking).
-    terminal: AsyncFd<OwnedFd>,
-    /// The record pipe's reading end.
-    records: AsyncFd<OwnedFd>,
-    /// Its writing end, never written: reading never sees an end of file.
-    _keep_open: OwnedFd,
+    /// The terminal's master (non-blocking), shared with the [`Terminal`].
+    terminal: Arc<AsyncFd<OwnedFd>>,
+    /// The record pipe's reading end, until its end of file (the shell gone).
+    records: Option<AsyncFd<OwnedFd>>,
+    /// Its writing end, never written, until the shell has opened the pipe (its first record):
+    /// until then, reading never sees an end of file.
+    keep_open: Option<OwnedFd>,
     /// A pidfd of the shell; `None` where the kernel has none (then a blocking wait reaps it).
     exited: Option<AsyncFd<OwnedFd>>,
 }
@@ -458,7 +461,7 @@ impl Drop for ReapOnDrop {
 /// Serves one shell until it is reaped: terminal output and records into the transcript (until
 /// the terminal's end or `stop`), and the shell's exit. Records are read before the terminal
 /// output that follows them.
-async fn pump(pid: i32, pipes: Pipes, mut stop: oneshot::Receiver<()>, shared: Arc<Shared>) {
+async fn pump(pid: i32, mut pipes: Pipes, mut stop: oneshot::Receiver<()>, shared: Arc<Shared>) {
     let mut guard = ReapOnDrop { pid, done: false };
     let mut buf = vec![0u8; 16 * 1024];
     let mut record_buf = [0u8; 1024];
@@ -480,7 +483,7 @@ async fn pump(pid: i32, pipes: Pipes, mut stop: oneshot::Receiver<()>, shared: A
                     Ok(Ok(n)) if n > 0 => {
                         // A marker in this output was printed after its record was written: the
                         // record goes in first.
-                        drain_records(pipes.records.get_ref(), &mut record_buf, &shared);
+                        pipes.drain_records(&mut record_buf, &shared);
                         shared.tty.lock().transcript.feed(&buf[..n]);
                         shared.notify.notify_waiters();
                     }
@@ -494,10 +497,14 @@ async fn pump(pid: i32, pipes: Pipes, mut stop: oneshot::Receiver<()>, shared: A
                     Err(_would_block) => {}
                 }
             }
-            ready = pipes.records.readable(), if reading => {
-                if let Ok(mut ready) = ready {
-                    drain_records(pipes.records.get_ref(), &mut record_buf, &shared);
-                    ready.clear_ready();
+            ready = async { pipes.records.as_ref().expect("a record pipe").readable().await }, if reading && pipes.records.is_some() => {
+                match ready {
+                    Ok(mut ready) => {
+                        ready.clear_ready();
+                        drop(ready);
+                        pipes.drain_records(&mut record_buf, &shared);
+                    }
+                    Err(_) => pipes.records = None,
                 }
             }
             ready = async { pipes.exited.as_ref().expect("a pidfd").readable().await }, if pipes.exited.is_some() && !guard.done => {
@@ -538,22 +545,29 @@ fn read_into(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n as usize)
 }
 
-/// Reads all the records written so far.
-fn drain_records(records: &OwnedFd, buf: &mut [u8], shared: &Shared) {
-    let fd = records;
-    loop {
-        // SAFETY: reads into a live buffer of the given length from an open, non-blocking fd.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 {
-            shared.tty.lock().transcript.record(&buf[..n as usize]);
-            continue;
+impl Pipes {
+    /// Reads all the records written so far. The first one shows the shell holds the pipe's
+    /// writing end, so ours is closed; from then on an end of file means the shell is gone, and
+    /// the pipe is closed too.
+    fn drain_records(&mut self, buf: &mut [u8], shared: &Shared) {
+        let Some(records) = &self.records else { return };
+        loop {
+            // SAFETY: reads into a live buffer of the given length from an open, non-blocking fd.
+            let n = unsafe { libc::read(records.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                shared.tty.lock().transcript.record(&buf[..n as usize]);
+                self.keep_open = None;
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            if n < 0 && err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n == 0 && self.keep_open.is_none() {
+                self.records = None;
+            }
+            return;
         }
-        let err = std::io::Error::last_os_error();
-        if n < 0 && err.kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        // Nothing more for now (the reader's own writing end keeps it from an end of file).
-        return;
     }
 }
 
