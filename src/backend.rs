@@ -6,6 +6,8 @@
 //! on a session, and wraps results in the envelope. Third-party crates implement this trait too.
 
 use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,6 +40,24 @@ pub struct CallContext<'a> {
     /// work cleanly (a shell command) should stop by then and return its partial result; the
     /// engine cancels the call a short grace later if it has not.
     pub timeout: Option<Duration>,
+    /// The desktop of the worker's `vm` session (or of any session whose backend
+    /// [offers](Backend::offers) one), for a backend that shares it: bash gives its shell the
+    /// desktop's `DISPLAY`.
+    pub desktop: Option<Arc<SharedDesktop>>,
+}
+
+/// A desktop a session offers the other sessions of its worker: how a program reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDesktop {
+    /// The X display, e.g. `:3`.
+    pub display: String,
+    /// Its unix socket, e.g. `/tmp/.X11-unix/X3` (bound into a jail).
+    pub socket: PathBuf,
+    /// The file holding its cookie, if it has one.
+    pub xauthority: Option<PathBuf>,
+    /// What a program on it has in its environment (`DISPLAY`, `XAUTHORITY`, the D-Bus session
+    /// and accessibility buses, the toolkits' accessibility switches).
+    pub env: Vec<(String, String)>,
 }
 
 /// A tool provider. See the module documentation.
@@ -82,6 +102,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn adopt(&self, state: &mut SessionState, config: &Map<String, Value>) -> Result<()> {
         let _ = (state, config);
         Ok(())
+    }
+
+    /// The desktop this session offers its worker's other sessions ([`CallContext::desktop`]),
+    /// asked once when the session has started. The default: none.
+    fn offers(&self, state: &SessionState) -> Option<SharedDesktop> {
+        let _ = state;
+        None
     }
 
     /// Releases everything the session holds: processes, displays, files.

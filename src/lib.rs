@@ -59,7 +59,7 @@ pub mod client;
 #[cfg(feature = "http")]
 pub mod http;
 
-pub use backend::{Backend, CallContext, Scope, SessionState};
+pub use backend::{Backend, CallContext, Scope, SessionState, SharedDesktop};
 pub use config::Config;
 pub use engine::{
     ClosedSession, Engine, EngineBuilder, Refreshed, SessionInfo, SessionSummary, Stopped, Summary, WarmupState,

@@ -45,6 +45,7 @@
 //! when the backend's default isolation is `bwrap`, else when a session asks for it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -57,7 +58,7 @@ use agentflow_bash::{
     INSTALL_HINT, RESERVED_VARIABLES,
 };
 
-use crate::backend::{merge_config, state_mut, Backend, CallContext, SessionState};
+use crate::backend::{merge_config, state_mut, Backend, CallContext, SessionState, SharedDesktop};
 use crate::error::{Error, Result};
 use crate::tool::{parse_call, parse_config, tool_specs, ToolSpec};
 
@@ -300,6 +301,8 @@ impl BashBackend {
 struct SessionConfig {
     shell: ShellConfig,
     timeout: Duration,
+    /// Whether the shell gets the worker's desktop (`share_desktop`).
+    share_desktop: bool,
     /// The jail's settings when `isolation` is `bwrap` (its `bwrap` is found at creation).
     jail: Option<JailConfig>,
 }
@@ -348,6 +351,8 @@ struct Keys {
     /// all files of the work directory together, MiB (jail)
     #[schemars(range(min = 1, max = 1_073_741_824))]
     disk_mb: Option<u64>,
+    /// the shell gets the display of the worker's vm desktop (default true)
+    share_desktop: Option<bool>,
     /// operator only: where session work directories are made (absolute)
     work_root: Option<PathBuf>,
     /// operator only: the first host uid jails run as
@@ -412,7 +417,8 @@ impl SessionConfig {
             jail.root = root;
         }
         let jailed = keys.isolation == Some(Isolation::Bwrap);
-        Ok(SessionConfig { shell, timeout, jail: jailed.then_some(jail) })
+        let share_desktop = keys.share_desktop.unwrap_or(true);
+        Ok(SessionConfig { shell, timeout, share_desktop, jail: jailed.then_some(jail) })
     }
 
     /// The working directory must exist (a file-system look-up: not on a runtime thread).
@@ -434,6 +440,9 @@ struct BashSession {
     /// An unjailed session's cgroup (a jail has its own): what its commands start, even what
     /// leaves the shell's tree (`setsid -f`), is killed with the session.
     tracker: Option<Cgroup>,
+    /// The worker's desktop as the live shell has it, and the variables it was given for it.
+    desktop: Option<Arc<SharedDesktop>>,
+    desktop_env: Vec<String>,
 }
 
 impl BashSession {
@@ -479,8 +488,71 @@ impl BashSession {
                 shell.track(file);
             }
             self.shell = Some(shell);
+            // A new shell has none of the desktop's variables yet.
+            self.desktop = None;
+            self.desktop_env.clear();
         }
         Ok(self.shell.as_mut().expect("a shell was just made"))
+    }
+
+    /// Gives the shell the worker's desktop (`DISPLAY` and the rest, or its removal when the
+    /// desktop went), if it does not have it yet: one `export`/`unset` line before the
+    /// command. A jailed shell gets the display's socket (linked into the directory the jail
+    /// sees as `/tmp/.X11-unix`) and a copy of its cookie, not the buses, which it could not
+    /// authenticate to. Left for the next command while a command still runs.
+    async fn share(&mut self, desktop: Option<&Arc<SharedDesktop>>) -> Result<()> {
+        let same = match (&self.desktop, desktop) {
+            (None, None) => true,
+            (Some(had), Some(now)) => Arc::ptr_eq(had, now),
+            _ => false,
+        };
+        if same || !self.config.share_desktop || self.shell.as_ref().is_some_and(Shell::is_running) {
+            return Ok(());
+        }
+        let mut env: Vec<(String, String)> = match (desktop, &self.jail) {
+            (None, Some(jail)) => {
+                let displays = jail.displays();
+                let _ = agentflow_bash::blocking(move || displays.clear()).await;
+                Vec::new()
+            }
+            (None, None) => Vec::new(),
+            (Some(d), None) => d.env.clone(),
+            (Some(d), Some(jail)) => {
+                let linked = {
+                    let (displays, d) = (jail.displays(), d.clone());
+                    agentflow_bash::blocking(move || displays.share(&d.socket, d.xauthority.as_deref()))
+                        .await
+                        .map_err(|e| Error::Internal(format!("sharing the desktop failed: {e}")))?
+                };
+                let cookie = linked.map_err(|e| Error::backend(format!("cannot share the desktop with the jail: {e}")))?;
+                let mut env = vec![("DISPLAY".to_owned(), d.display.clone())];
+                if let Some(file) = cookie {
+                    env.push(("XAUTHORITY".to_owned(), file.to_string_lossy().into_owned()));
+                }
+                env
+            }
+        };
+        // What the session's own config sets stays as it is.
+        env.retain(|(name, _)| !self.config.shell.env.iter().any(|(own, _)| own == name));
+        let gone: Vec<&String> = self.desktop_env.iter().filter(|n| !env.iter().any(|(k, _)| k == *n)).collect();
+        let mut script = Vec::new();
+        if !gone.is_empty() {
+            script.push(format!("unset {}", gone.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")));
+        }
+        if !env.is_empty() {
+            let pairs: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", sh_quote(v))).collect();
+            script.push(format!("export {}", pairs.join(" ")));
+        }
+        if !script.is_empty() {
+            let shell = self.shell().await?;
+            let outcome = shell.run(&script.join("; "), ADOPT_TIMEOUT, OnTimeout::Interrupt).await.map_err(shell_error)?;
+            if outcome.exit_code != Some(0) {
+                return Err(Error::backend(format!("cannot give the shell the desktop: {}", outcome.output.trim())));
+            }
+        }
+        self.desktop = desktop.cloned();
+        self.desktop_env = env.into_iter().map(|(k, _)| k).collect();
+        Ok(())
     }
 }
 
@@ -513,12 +585,12 @@ impl Backend for BashBackend {
             let Some(mut jail) = config.jail.clone() else {
                 // Where the machine has no cgroup to use, the process tree is all there is.
                 let tracker = Cgroup::track().ok();
-                return Ok(BashSession { config, shell: None, jail: None, tracker });
+                return Ok(BashSession { config, shell: None, jail: None, tracker, desktop: None, desktop_env: Vec::new() });
             };
             jail.bwrap = find_bwrap()
                 .ok_or_else(|| Error::NotWarmedUp { backend: "bash".into(), reason: INSTALL_HINT.into() })?;
             let jail = Jail::create(jail).map_err(|e| Error::backend(e.to_string()))?;
-            Ok(BashSession { config, shell: None, jail: Some(jail), tracker: None })
+            Ok(BashSession { config, shell: None, jail: Some(jail), tracker: None, desktop: None, desktop_env: Vec::new() })
         });
         let mut session = prepared.await.map_err(|e| Error::Internal(format!("session set-up failed: {e}")))??;
         if let Err(e) = session.shell().await {
@@ -534,7 +606,11 @@ impl Backend for BashBackend {
     ///
     /// [`adopt`]: Backend::adopt
     fn pool_serves(&self, config: &Map<String, Value>) -> bool {
-        let keys: &[&str] = if self.floor.jail.is_some() { &["env", "timeout"] } else { &["cwd", "env", "timeout"] };
+        let keys: &[&str] = if self.floor.jail.is_some() {
+            &["env", "timeout", "share_desktop"]
+        } else {
+            &["cwd", "env", "timeout", "share_desktop"]
+        };
         let exportable = |name: &str| {
             let mut chars = name.chars();
             chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -593,6 +669,7 @@ impl Backend for BashBackend {
                     WhenTimedOut::Keep => OnTimeout::Keep,
                     WhenTimedOut::Interrupt => OnTimeout::Interrupt,
                 };
+                session.share(ctx.desktop.as_ref()).await?;
                 let ooms = session.jail.as_ref().and_then(Jail::oom_kills);
                 let shell = session.shell().await?;
                 let result = shell.run(&command, timeout, on_timeout).await.map_err(shell_error);

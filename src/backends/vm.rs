@@ -26,10 +26,11 @@
 //! agent asked for more time than the call had, and is told so rather than getting a short wait
 //! that looks complete.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentflow_vm::{Button, Desktop, DisplayName, Key};
+use agentflow_vm::{Accessibility, Button, Desktop, DesktopOptions, DisplayName, Key, TreeOptions, WindowManager};
 use async_trait::async_trait;
 use base64::Engine as _;
 use parking_lot::Mutex;
@@ -37,7 +38,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::backend::{merge_config, state_mut, Backend, CallContext, SessionState};
+use crate::backend::{merge_config, state_mut, Backend, CallContext, SessionState, SharedDesktop};
 use crate::error::{Error, Result};
 use crate::tool::{parse_call, parse_config, tool_specs, ToolSpec};
 
@@ -179,9 +180,34 @@ enum Tool {
         /// why
         reason: Option<String>,
     },
+    /// Starts a program on the desktop (with /bin/sh -c); it dies with the session.
+    Launch {
+        /// the command line, e.g. "gtk3-widget-factory" or "xterm -e top"
+        #[schemars(length(min = 1, max = 100_000))]
+        command: String,
+        /// wait until the program shows a window (bounded by the call's timeout)
+        #[serde(default)]
+        wait_for_window: bool,
+    },
+    /// The desktop's accessibility tree (AT-SPI) as XML, in the format OSWorld agents read.
+    AccessibilityTree {
+        /// write at most this many elements (the rest is cut)
+        #[serde(default = "default_max_nodes")]
+        #[schemars(range(min = 1, max = 100_000))]
+        max_nodes: usize,
+        /// leave out elements that are not showing on screen
+        #[serde(default)]
+        showing_only: bool,
+        /// only the application of this name
+        app: Option<String>,
+    },
     /// The session's display: name, size, depth, Xvfb pid, Xauthority file.
     #[schemars(extend("x-hidden" = true))]
     Info {},
+}
+
+fn default_max_nodes() -> usize {
+    agentflow_vm::TreeOptions::default().max_nodes
 }
 
 /// A mouse button, as tools name it.
@@ -247,22 +273,73 @@ struct Keys {
     /// operator only: the displays sessions may attach to (read by `VmBackend::with_policy`)
     #[serde(rename = "allowed_displays")]
     _allowed_displays: Option<Vec<String>>,
+    /// commands started (with /bin/sh -c) when the desktop comes up
+    #[schemars(length(max = 64))]
+    startup: Option<Vec<String>>,
+    /// a window manager for a private desktop: "openbox", or null for none
+    window_manager: Option<String>,
+    /// a D-Bus session bus and an AT-SPI bus of the desktop's own (private desktops; default true)
+    accessibility: Option<bool>,
+    /// what every action tool returns besides its own data: "accessibility_tree", "screenshot"
+    observe: Option<Vec<Observation>>,
+    /// seconds to let the screen settle after an action before observing it
+    #[schemars(range(min = 0, max = 10))]
+    observe_delay: Option<f64>,
 }
 
-/// Where a session's desktop comes from.
+/// What an action tool returns besides its own data (`observe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum Observation {
+    AccessibilityTree,
+    Screenshot,
+}
+
+/// The default `observe_delay`.
+const OBSERVE_DELAY: f64 = 0.1;
+
+/// Where a session's desktop comes from, and what runs on it.
 #[derive(Debug, Clone, PartialEq)]
 struct DesktopConfig {
     screen_size: (u32, u32),
     depth: u8,
     /// Attach to this display instead of starting a private Xvfb.
     display: Option<String>,
+    startup: Vec<String>,
+    window_manager: Option<WindowManager>,
+    accessibility: bool,
+    observe_tree: bool,
+    observe_screenshot: bool,
+    observe_delay: Duration,
 }
 
 impl DesktopConfig {
     /// Reads a (merged) config; an error (1002) names the offending key and why.
     fn read(config: &Map<String, Value>) -> Result<DesktopConfig> {
         let keys: Keys = parse_config(config)?;
-        let mut out = DesktopConfig { screen_size: (1920, 1080), depth: 24, display: None };
+        let observe = keys.observe.unwrap_or_default();
+        let mut out = DesktopConfig {
+            screen_size: (1920, 1080),
+            depth: 24,
+            display: None,
+            startup: keys.startup.unwrap_or_default(),
+            window_manager: None,
+            accessibility: keys.accessibility.unwrap_or(true),
+            observe_tree: observe.contains(&Observation::AccessibilityTree),
+            observe_screenshot: observe.contains(&Observation::Screenshot),
+            observe_delay: Duration::from_secs_f64(keys.observe_delay.unwrap_or(OBSERVE_DELAY)),
+        };
+        if let Some(name) = keys.window_manager {
+            out.window_manager = Some(WindowManager::parse(&name).ok_or_else(|| {
+                Error::param(
+                    "window_manager",
+                    format!("unknown window manager {name:?} (known: {})", WindowManager::NAMES.join(", ")),
+                )
+            })?);
+        }
+        if let Some(i) = out.startup.iter().position(|c| c.trim().is_empty()) {
+            return Err(Error::param(format!("startup[{i}]"), "an empty command"));
+        }
         if let Some(v) = keys.screen_size.map(|size| json!(size)) {
             out.screen_size = read_size(&v).ok_or_else(|| {
                 Error::param("screen_size", format!("expected [width, height] in 1..={MAX_SIDE}, got {v}"))
@@ -289,6 +366,14 @@ struct VmSession {
     desktop: Arc<Mutex<Desktop>>,
     display: String,
     size: (u32, u32),
+    /// The desktop's accessibility bus, when it has one; connected to on first use.
+    a11y_address: Option<String>,
+    a11y: tokio::sync::OnceCell<Accessibility>,
+    /// What the desktop offers its worker's other sessions (a private desktop only).
+    shared: Option<SharedDesktop>,
+    observe_tree: bool,
+    observe_screenshot: bool,
+    observe_delay: Duration,
 }
 
 impl VmSession {
@@ -314,6 +399,48 @@ impl VmSession {
             (Some(_), None) => Err(Error::param("y", "give both x and y, or neither")),
             (None, Some(_)) => Err(Error::param("x", "give both x and y, or neither")),
         }
+    }
+
+    /// The accessibility tree.
+    async fn tree(&self, options: &TreeOptions) -> Result<agentflow_vm::Tree> {
+        let Some(address) = &self.a11y_address else {
+            return Err(Error::backend(
+                "this desktop has no accessibility bus (an attached display, or \"accessibility\": false)",
+            ));
+        };
+        let a11y = self
+            .a11y
+            .get_or_try_init(|| Accessibility::connect(address))
+            .await
+            .map_err(|e| desktop_error(e, &self.display))?;
+        a11y.tree(options).await.map_err(|e| desktop_error(e, &self.display))
+    }
+
+    /// Adds what the session observes after an action (`observe`) to the action's data.
+    async fn observe(&self, mut data: Value) -> Result<Value> {
+        if !(self.observe_tree || self.observe_screenshot) {
+            return Ok(data);
+        }
+        tokio::time::sleep(self.observe_delay).await;
+        if self.observe_screenshot {
+            let (size, image) = self.screenshot().await?;
+            data["image"] = json!(image);
+            data["size"] = json!([size.0, size.1]);
+        }
+        if self.observe_tree {
+            let tree = self.tree(&TreeOptions::default()).await?;
+            data["accessibility_tree"] = json!(tree.xml);
+        }
+        Ok(data)
+    }
+
+    /// A screenshot: its size and the PNG in base64.
+    async fn screenshot(&self) -> Result<((u32, u32), String)> {
+        self.run(|d| {
+            let shot = d.screenshot()?;
+            Ok(((shot.width, shot.height), base64::engine::general_purpose::STANDARD.encode(&shot.png)))
+        })
+        .await
     }
 
     /// Runs `op` on the desktop on a blocking thread.
@@ -479,19 +606,54 @@ impl Backend for VmBackend {
         let cfg = DesktopConfig::read(&merged)?;
         // Before anything starts or connects.
         self.check_policy(&cfg)?;
-        let desktop = tokio::task::spawn_blocking(move || match &cfg.display {
+        let options = DesktopOptions {
+            width: cfg.screen_size.0,
+            height: cfg.screen_size.1,
+            depth: cfg.depth,
+            accessibility: cfg.accessibility,
+            window_manager: cfg.window_manager,
+            startup: cfg.startup.clone(),
+        };
+        let display = cfg.display.clone();
+        let mut desktop = tokio::task::spawn_blocking(move || match &display {
             Some(display) => Desktop::attach(display),
-            None => Desktop::start(cfg.screen_size.0, cfg.screen_size.1, cfg.depth),
+            None => Desktop::start_with(&options),
         })
         .await
         .map_err(|e| Error::Internal(format!("desktop start failed: {e}")))?
         .map_err(started_error)?;
+        if cfg.display.is_some() {
+            // An attached display gets the start-up commands too (no window manager: it has
+            // its own, or its operator's choice).
+            for command in &cfg.startup {
+                desktop.launch(command).map_err(started_error)?;
+            }
+        }
+        let shared = match (desktop.server_pid(), desktop.display().strip_prefix(':')) {
+            (Some(_), Some(number)) => Some(SharedDesktop {
+                display: desktop.display().to_owned(),
+                socket: format!("/tmp/.X11-unix/X{number}").into(),
+                xauthority: desktop.xauthority().map(Path::to_path_buf),
+                env: desktop.program_env().map_err(started_error)?,
+            }),
+            _ => None,
+        };
         let session = VmSession {
             display: desktop.display().to_owned(),
             size: desktop.size(),
+            a11y_address: desktop.accessibility_address().map(str::to_owned),
+            a11y: tokio::sync::OnceCell::new(),
+            shared,
+            observe_tree: cfg.observe_tree,
+            observe_screenshot: cfg.observe_screenshot,
+            observe_delay: cfg.observe_delay,
             desktop: Arc::new(Mutex::new(desktop)),
         };
         Ok(Box::new(session))
+    }
+
+    fn offers(&self, state: &SessionState) -> Option<SharedDesktop> {
+        state.downcast_ref::<VmSession>()?.shared.clone()
     }
 
     async fn destroy_session(&self, state: SessionState) {
@@ -508,19 +670,38 @@ impl Backend for VmBackend {
         session: Option<&mut SessionState>,
         ctx: &CallContext<'_>,
     ) -> Result<Value> {
+        let mut session = session;
+        let tool = parse_call::<Tool>(tool, params)?;
+        let observed = tool.is_action();
+        let data = self.act(tool, session.as_deref_mut(), ctx).await?;
+        if !observed {
+            return Ok(data);
+        }
+        state_mut::<VmSession>(session)?.observe(data).await
+    }
+}
+
+impl Tool {
+    /// Whether the tool acts on the desktop (then `observe` applies).
+    fn is_action(&self) -> bool {
+        !matches!(
+            self,
+            Tool::Screenshot {} | Tool::Wait { .. } | Tool::Done {} | Tool::Fail { .. } | Tool::AccessibilityTree { .. } | Tool::Info {}
+        )
+    }
+}
+
+impl VmBackend {
+    /// Runs one tool, without what `observe` adds.
+    async fn act(&self, tool: Tool, session: Option<&mut SessionState>, ctx: &CallContext<'_>) -> Result<Value> {
         // The episode-control tools need no display: they answer without a session.
         let session = move || state_mut::<VmSession>(session);
-        match parse_call::<Tool>(tool, params)? {
+        match tool {
             Tool::Wait { seconds } => wait(seconds, ctx.timeout).await,
             Tool::Done {} => Ok(json!({"done": true})),
             Tool::Fail { reason } => Ok(json!({"fail": true, "reason": reason})),
             Tool::Screenshot {} => {
-                let (size, image) = session()?
-                    .run(|d| {
-                        let shot = d.screenshot()?;
-                        Ok(((shot.width, shot.height), base64::engine::general_purpose::STANDARD.encode(&shot.png)))
-                    })
-                    .await?;
+                let (size, image) = session()?.screenshot().await?;
                 Ok(json!({"image": image, "size": [size.0, size.1], "format": "png"}))
             }
             Tool::Click { x, y, button, num_clicks } => {
@@ -622,6 +803,34 @@ impl Backend for VmBackend {
                 session()?.run(move |d| d.hotkey(&keys)).await?;
                 Ok(json!({ "keys": names }))
             }
+            Tool::Launch { command, wait_for_window } => {
+                let s = session()?;
+                let deadline = Instant::now() + ctx.timeout.unwrap_or(DEFAULT_WINDOW_WAIT);
+                let (pid, window) = s
+                    .run(move |d| {
+                        let pid = d.launch(&command)?;
+                        let window = if wait_for_window { d.wait_for_window(pid, deadline)? } else { None };
+                        Ok((pid, window))
+                    })
+                    .await?;
+                match (wait_for_window, window) {
+                    (true, None) => Err(Error::Timeout {
+                        message: format!("process {pid} showed no window before the call's timeout"),
+                        data: json!({ "pid": pid }),
+                    }),
+                    (_, Some(w)) => Ok(json!({"pid": pid, "window": {"id": w.id, "pid": w.pid, "title": w.title}})),
+                    (false, None) => Ok(json!({ "pid": pid })),
+                }
+            }
+            Tool::AccessibilityTree { max_nodes, showing_only, app } => {
+                let tree = session()?.tree(&TreeOptions { max_nodes, showing_only, app }).await?;
+                Ok(json!({
+                    "accessibility_tree": tree.xml,
+                    "nodes": tree.nodes,
+                    "apps": tree.apps,
+                    "truncated": tree.truncated,
+                }))
+            }
             Tool::Info {} => {
                 let s = session()?;
                 let (display, size) = (s.display.clone(), s.size);
@@ -643,6 +852,9 @@ impl Backend for VmBackend {
         }
     }
 }
+
+/// How long `vm:launch` waits for a window when the call has no timeout.
+const DEFAULT_WINDOW_WAIT: Duration = Duration::from_secs(30);
 
 /// `vm:wait`: sleeps `seconds`, or until the call's timeout if that comes first (then 2002).
 async fn wait(seconds: f64, timeout: Option<Duration>) -> Result<Value> {

@@ -234,6 +234,7 @@ impl Engine {
             worker_id: worker,
             session_id: session.map(|s| s.id.as_str()),
             timeout: deadline.map_or(timeout, |d| Some(d.saturating_duration_since(Instant::now()))),
+            desktop: session.and_then(|_| self.desktop_of(worker)),
         };
         let result = self.guarded(slot.backend.call(name, params, state, &ctx), deadline, name, session).await;
         match place {

@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 
-use crate::backend::{Backend, Scope};
+use crate::backend::{Backend, Scope, SharedDesktop};
 use crate::session::{Session, Table};
 use crate::tool::ToolSpec;
 
@@ -121,6 +121,11 @@ pub(super) struct Inner {
     reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The warm pools' fillers.
     fillers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The desktop each worker's sessions share (docs/backends.md, vm), with the id of the
+    /// session that offers it; and how many there are, so that a call reads the map only when
+    /// some worker has one.
+    desktops: RwLock<HashMap<String, (String, Arc<SharedDesktop>)>>,
+    desktops_live: AtomicUsize,
 }
 impl Engine {
     /// The registered resource types, in registration order.

@@ -169,6 +169,8 @@ impl EngineBuilder {
             cancel: watch::channel(false).0,
             reaper: Mutex::new(None),
             fillers: Mutex::new(Vec::new()),
+            desktops: RwLock::new(HashMap::new()),
+            desktops_live: AtomicUsize::new(0),
         });
         let tick = (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let reaper = runtime.spawn(reap(Arc::downgrade(&inner), tick, reap_orphans));

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
 
-use crate::backend::{Backend, Scope, SessionState};
+use crate::backend::{Backend, Scope, SessionState, SharedDesktop};
 use crate::error::{Error, Result};
 use crate::protocol::{check_worker_id, rfc3339, CreateSessionRequest, Envelope};
 use crate::session::{Session, Status, Table};
@@ -256,6 +256,9 @@ impl Engine {
         };
         match self.start_state(slot_index, &config, pooled).await {
             Ok(state) => {
+                if let Some(desktop) = slot.backend.offers(&state) {
+                    self.offer_desktop(worker, &session.id, desktop);
+                }
                 *guard = Some(state);
                 session.settle(Status::Active);
                 Ok(describe(&session))
@@ -366,9 +369,39 @@ impl Engine {
         mut guard: tokio::sync::OwnedMutexGuard<Option<SessionState>>,
     ) {
         session.settle(Status::Gone);
+        self.withdraw_desktop(session);
         if let Some(state) = guard.take() {
             self.destroy_state(session.backend, state).await;
         }
+    }
+
+    /// Makes `desktop` the one the worker's sessions share, until the session `session_id`
+    /// goes.
+    fn offer_desktop(&self, worker: &str, session_id: &str, desktop: SharedDesktop) {
+        let mut desktops = self.inner.desktops.write();
+        if desktops.insert(worker.to_owned(), (session_id.to_owned(), Arc::new(desktop))).is_none() {
+            self.inner.desktops_live.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Forgets the desktop `session` offered, if it offered one.
+    fn withdraw_desktop(&self, session: &Session) {
+        if self.inner.desktops_live.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut desktops = self.inner.desktops.write();
+        if desktops.get(&session.worker).is_some_and(|(id, _)| *id == session.id) {
+            desktops.remove(&session.worker);
+            self.inner.desktops_live.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The desktop the worker's sessions share, if any.
+    pub(super) fn desktop_of(&self, worker: &str) -> Option<Arc<SharedDesktop>> {
+        if self.inner.desktops_live.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.inner.desktops.read().get(worker).map(|(_, d)| d.clone())
     }
 
     pub(super) async fn destroy_state(&self, slot: usize, state: SessionState) {

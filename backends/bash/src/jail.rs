@@ -175,6 +175,9 @@ pub struct Jail {
     dir: PathBuf,
     work: PathBuf,
     scratch: PathBuf,
+    /// What the jail sees as `/tmp/.X11-unix`: links to the sockets of the displays shared
+    /// with it ([`Displays`]).
+    x11: PathBuf,
     prlimit: PathBuf,
     setpriv: PathBuf,
     /// The host uid (and gid) the jail runs as, leased until the jail is dropped.
@@ -219,10 +222,12 @@ impl Jail {
             .map_err(|e| fail("cannot create the session directory", &e))?;
         let work = dir.join("work");
         let scratch = dir.join("cmd");
+        let x11 = dir.join("x11");
         let mut jail = Jail {
             dir,
             work,
             scratch,
+            x11,
             prlimit,
             setpriv,
             uid,
@@ -243,6 +248,11 @@ impl Jail {
             std::os::unix::fs::chown(d, Some(id), Some(id))
                 .map_err(|e| fail("cannot give the jail its directory", &e))?;
         }
+        // Root's, readable by all: the jail may connect to what is linked here, not add to it.
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&jail.x11)
+            .map_err(|e| fail("cannot create the display directory", &e))?;
         let l = jail.config.limits;
         let disk = match mount_tmpfs(&jail.work, l.disk_mb, id) {
             Ok(()) => {
@@ -271,6 +281,11 @@ impl Jail {
     /// The session's writable work directory (the shell's default directory and `HOME`).
     pub fn work_dir(&self) -> &Path {
         &self.work
+    }
+
+    /// Where displays are shared with the jail (see [`Displays`]).
+    pub fn displays(&self) -> Displays {
+        Displays { dir: self.x11.clone(), scratch: self.scratch.clone(), uid: self.uid.uid }
     }
 
     /// The host uid (and gid) every process of the jail runs as; root inside the jail.
@@ -390,6 +405,8 @@ impl Jail {
         for path in &self.config.writable {
             bind("--bind", path);
         }
+        // The displays shared with the jail, now or later ([`Displays`]).
+        argv.extend(["--ro-bind".into(), self.x11.as_os_str().to_owned(), "/tmp/.X11-unix".into()]);
         argv.extend(["--cap-drop".into(), "ALL".into(), "--clearenv".into()]);
         for (key, value) in crate::command::environment(&shell) {
             argv.extend(["--setenv".into(), key.into(), value.into()]);
@@ -402,6 +419,47 @@ impl Jail {
         shell.cwd = Some(cwd);
         shell.scratch_dir = Some(self.scratch.clone());
         shell
+    }
+}
+
+/// How a jail is given an X display after it started: the display's socket is hard-linked into
+/// a directory the jail sees as `/tmp/.X11-unix` (bound in at start, empty until then), and
+/// the display's cookie copied into the jail's read-only command directory, readable by the
+/// jail's uid only. A hard link, not a bind: a jail's mounts are fixed once it runs. It needs
+/// the socket and the work root on one file system (the default `/tmp/agentflow-jails` is).
+#[derive(Debug, Clone)]
+pub struct Displays {
+    dir: PathBuf,
+    scratch: PathBuf,
+    uid: u32,
+}
+
+impl Displays {
+    /// Shares the display whose socket is `socket` (`/tmp/.X11-unix/X3`), replacing any shared
+    /// before, with its cookie file if it has one; the cookie's path as the jail sees it.
+    /// Blocking: file-system work.
+    pub fn share(&self, socket: &Path, xauthority: Option<&Path>) -> std::io::Result<Option<PathBuf>> {
+        self.clear()?;
+        let name = socket.file_name().ok_or_else(|| std::io::Error::other("a socket path with no file name"))?;
+        std::fs::hard_link(socket, self.dir.join(name))?;
+        let Some(cookie) = xauthority else { return Ok(None) };
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let copy = self.scratch.join(".Xauthority");
+        let _ = std::fs::remove_file(&copy);
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&copy)?;
+        file.write_all(&std::fs::read(cookie)?)?;
+        std::os::unix::fs::fchown(&file, Some(self.uid), Some(self.uid))?;
+        Ok(Some(copy))
+    }
+
+    /// Takes back every display shared with the jail.
+    pub fn clear(&self) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            std::fs::remove_file(entry?.path())?;
+        }
+        let _ = std::fs::remove_file(self.scratch.join(".Xauthority"));
+        Ok(())
     }
 }
 

@@ -45,7 +45,7 @@ mod transcript;
 pub use blocking::{blocking, MAX_BLOCKING};
 pub use cgroup::Cgroup;
 pub use command::{environment, RESERVED_VARIABLES};
-pub use jail::{check_work_root, find_bwrap, find_program, Jail, JailConfig, Limits, UidRange, INSTALL_HINT};
+pub use jail::{check_work_root, find_bwrap, find_program, Displays, Jail, JailConfig, Limits, UidRange, INSTALL_HINT};
 pub use pty::{is_shell, Exit};
 pub use shell::{OnTimeout, Outcome, Shell, ShellConfig, INTERRUPT_GRACE, SETTLE};
 

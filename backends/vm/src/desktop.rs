@@ -30,6 +30,8 @@ use crate::error::{Error, Result};
 use crate::keymap::{Keymap, Plan, Stroke};
 use crate::keys::Key;
 use crate::screenshot::{encode_png, Frame, PixelFormat, Screenshot};
+use crate::a11y::Buses;
+use crate::programs::Programs;
 use crate::xvfb::{Xvfb, COOKIE_PROTOCOL};
 
 /// Intermediate pointer positions between the ends of a drag, so that toolkits see a motion.
@@ -76,7 +78,7 @@ impl Button {
 }
 
 /// Maps an x11rb error to this crate's, naming the display.
-trait OnDisplay<T> {
+pub(crate) trait OnDisplay<T> {
     fn on(self, display: &str) -> Result<T>;
 }
 
@@ -171,9 +173,9 @@ enum Capture {
 
 /// An X11 desktop you can see and drive. See the module documentation.
 pub struct Desktop {
-    conn: RustConnection,
-    display: String,
-    root: Window,
+    pub(crate) conn: RustConnection,
+    pub(crate) display: String,
+    pub(crate) root: Window,
     width: u16,
     height: u16,
     depth: u8,
@@ -186,6 +188,10 @@ pub struct Desktop {
     held_buttons: Vec<Button>,
     /// Reused RGB buffer of [`Desktop::screenshot`].
     rgb: Vec<u8>,
+    /// What runs on the desktop: killed before the buses and the server stop.
+    pub(crate) programs: Option<Programs>,
+    /// The desktop's D-Bus session and accessibility buses, when started with them.
+    pub(crate) buses: Option<Buses>,
     /// Dropped after the connection is closed.
     server: Option<Xvfb>,
 }
@@ -296,6 +302,8 @@ impl Desktop {
             held_keys: HashMap::new(),
             held_buttons: Vec::new(),
             rgb: Vec::new(),
+            programs: None,
+            buses: None,
             server,
         };
         desktop.read_keymap()?;
@@ -751,6 +759,9 @@ impl Desktop {
 
 impl Drop for Desktop {
     fn drop(&mut self) {
+        // Programs first (they hold the buses and the display), then the buses.
+        drop(self.programs.take());
+        drop(self.buses.take());
         // A private server is about to be stopped; only an attached display needs tidying.
         if self.server.is_none() {
             let _ = self.restore();

@@ -62,6 +62,13 @@ pub enum Error {
     /// An image given to draw does not match its stated size, or does not fit on the screen.
     #[error("invalid image: {0}")]
     Image(String),
+    /// A program could not be started on the desktop, or ended before it did what was waited
+    /// for.
+    #[error("cannot launch: {0}")]
+    Launch(String),
+    /// The desktop's accessibility buses could not be started or read.
+    #[error("accessibility: {0}")]
+    Accessibility(String),
     /// PNG encoding failed.
     #[error("cannot encode the screenshot: {0}")]
     Encode(String),

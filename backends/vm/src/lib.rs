@@ -29,18 +29,25 @@
 //! # Ok::<(), agentflow_vm::Error>(())
 //! ```
 
+mod a11y;
+mod apps;
 mod desktop;
 mod display;
 mod error;
 mod keymap;
 mod keys;
+mod programs;
 mod screenshot;
+mod tree;
 mod xvfb;
 
 #[cfg(test)]
 mod tests;
 
+pub use a11y::A11Y_INSTALL_HINT;
+pub use apps::{DesktopOptions, WindowInfo, WindowManager};
 pub use desktop::{Button, Desktop};
+pub use tree::{Accessibility, Tree, TreeOptions, MAX_CHILDREN, MAX_DEPTH, NAMESPACES};
 pub use display::DisplayName;
 pub use error::{Error, Result};
 pub use keys::Key;

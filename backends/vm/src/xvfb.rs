@@ -65,31 +65,10 @@ impl Authority {
     fn create() -> Result<Authority> {
         let failed = |what: &str, e: std::io::Error| Error::Start(format!("cannot {what}: {e}"));
         let mut cookie = [0u8; 16];
-        let mut filled = 0;
-        while filled < cookie.len() {
-            // SAFETY: writes into the live remainder of `cookie`.
-            let n = unsafe { libc::getrandom(cookie[filled..].as_mut_ptr().cast(), cookie.len() - filled, 0) };
-            if n > 0 {
-                filled += n as usize;
-            } else {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    // No weaker fallback: a guessable cookie is no protection.
-                    return Err(failed("draw a random X cookie", e));
-                }
-            }
-        }
-        let template = std::env::temp_dir().join("agentflow-xauth-XXXXXX");
-        let mut template = std::ffi::CString::new(template.as_os_str().as_bytes())
-            .map_err(|_| Error::Start("the temporary directory's path holds a NUL byte".into()))?
-            .into_bytes_with_nul();
-        // SAFETY: `template` is a NUL-terminated buffer mkdtemp rewrites in place; it makes the
-        // directory with mode 0700.
-        if unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) }.is_null() {
-            return Err(failed("make a private directory for the X cookie", std::io::Error::last_os_error()));
-        }
-        template.pop();
-        let dir = PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&template)));
+        // No weaker fallback: a guessable cookie is no protection.
+        random_bytes(&mut cookie).map_err(|e| failed("draw a random X cookie", e))?;
+        let dir = private_dir("agentflow-xauth")
+            .map_err(|e| failed("make a private directory for the X cookie", e))?;
         let auth = Authority { file: dir.join("Xauthority"), dir, cookie };
         let mut entry = Vec::with_capacity(64);
         entry.extend_from_slice(&FAMILY_WILD.to_be_bytes());
@@ -115,9 +94,55 @@ impl Drop for Authority {
     }
 }
 
+/// Fills `buf` from the kernel's random source (`getrandom`).
+pub(crate) fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: writes into the live remainder of `buf`.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The last non-empty lines (at most three, from the last `max` bytes) of a log file.
+pub(crate) fn file_tail(file: &std::fs::File, max: usize) -> String {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = len.saturating_sub(max as u64);
+    let mut tail = vec![0u8; (len - from) as usize];
+    let read = file.read_at(&mut tail, from).unwrap_or(0);
+    tail.truncate(read);
+    let text = String::from_utf8_lossy(&tail);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+/// A fresh directory `<tmp>/<prefix>-XXXXXX` only this user can enter (mode 0700).
+pub(crate) fn private_dir(prefix: &str) -> std::io::Result<PathBuf> {
+    let template = std::env::temp_dir().join(format!("{prefix}-XXXXXX"));
+    let mut template = std::ffi::CString::new(template.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("the temporary directory's path holds a NUL byte"))?
+        .into_bytes_with_nul();
+    // SAFETY: `template` is a NUL-terminated buffer mkdtemp rewrites in place; it makes the
+    // directory with mode 0700.
+    if unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) }.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    template.pop();
+    Ok(PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&template))))
+}
+
 /// A file with no name in the temporary directory (removed once open): gone with its last
 /// descriptor.
-fn anonymous_file() -> std::io::Result<std::fs::File> {
+pub(crate) fn anonymous_file() -> std::io::Result<std::fs::File> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("agentflow-xvfb-{}-{n}.err", std::process::id()));
@@ -236,15 +261,7 @@ impl Xvfb {
 
     /// The last lines Xvfb printed, for error messages.
     pub(crate) fn stderr_tail(&self) -> String {
-        use std::os::unix::fs::FileExt;
-        let len = self.stderr.metadata().map(|m| m.len()).unwrap_or(0);
-        let from = len.saturating_sub(STDERR_TAIL as u64);
-        let mut tail = vec![0u8; (len - from) as usize];
-        let read = self.stderr.read_at(&mut tail, from).unwrap_or(0);
-        tail.truncate(read);
-        let text = String::from_utf8_lossy(&tail);
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        lines[lines.len().saturating_sub(3)..].join(" | ")
+        file_tail(&self.stderr, STDERR_TAIL)
     }
 
     /// Stops the server and reaps it: SIGTERM, SIGKILL after a grace, wait; then forgets its

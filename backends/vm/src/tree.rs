@@ -1,0 +1,507 @@
+//! The accessibility tree of a desktop, read over its AT-SPI bus and written as the XML that
+//! OSWorld's and AgentFlow's GUI agents parse.
+//!
+//! Reading is in bulk where AT-SPI allows it: one `Cache.GetItems` per application gives every
+//! object's role, name, states, interfaces, parent and index; what the cache does not hold (the
+//! attributes, the screen extents of showing objects, the text and the value) is asked for with
+//! all the calls in flight at once over the one connection, not one round trip after another.
+//! Where an application has no cache, or an object holds more children than the cache lists
+//! (tables that manage their descendants), its children are asked for one by one.
+//!
+//! The format (OSWorld's `desktop_env/server/main.py`, Ubuntu flavour): the root is
+//! `desktop-frame`, then one element per application and object, named by its role with spaces
+//! as `-`; attribute `name`; `st:<state>="true"` for each state (pyatspi's names: `multi_line`);
+//! `attr:<name>` for each object attribute; `cp:screencoord="(x, y)"` and `cp:size="(w, h)"` for
+//! objects that are visible and showing; `image`/`selection` `="true"` for those interfaces;
+//! `val:value`, `val:min`, `val:max`, `val:step` for values; the object's text as the element's
+//! text. At most 50 levels and 1,024 children per object, as OSWorld.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use atspi::{CacheItem, Interface, InterfaceSet, ObjectRefOwned, Role, State, StateSet};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinSet;
+use zbus::zvariant::OwnedValue;
+
+use crate::error::{Error, Result};
+
+/// Levels below the root, as OSWorld.
+pub const MAX_DEPTH: usize = 50;
+/// Children kept per object, as OSWorld.
+pub const MAX_CHILDREN: usize = 1024;
+/// Calls in flight at once on the bus.
+const IN_FLIGHT: usize = 64;
+/// How long one call may take before the application is taken as hung.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The namespaces of the format.
+pub const NAMESPACES: &[(&str, &str)] = &[
+    ("st", "https://accessibility.ubuntu.example.org/ns/state"),
+    ("attr", "https://accessibility.ubuntu.example.org/ns/attributes"),
+    ("cp", "https://accessibility.ubuntu.example.org/ns/component"),
+    ("doc", "https://accessibility.ubuntu.example.org/ns/document"),
+    ("docattr", "https://accessibility.ubuntu.example.org/ns/document/attributes"),
+    ("txt", "https://accessibility.ubuntu.example.org/ns/text"),
+    ("val", "https://accessibility.ubuntu.example.org/ns/value"),
+    ("act", "https://accessibility.ubuntu.example.org/ns/action"),
+];
+
+/// What part of the tree to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeOptions {
+    /// Objects written at most (the applications count); the rest is cut, breadth last.
+    pub max_nodes: usize,
+    /// Leave out objects that are not showing, with what is below them.
+    pub showing_only: bool,
+    /// Only the application of this name.
+    pub app: Option<String>,
+}
+
+impl Default for TreeOptions {
+    fn default() -> Self {
+        TreeOptions { max_nodes: 10_000, showing_only: false, app: None }
+    }
+}
+
+/// A tree, written.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    /// The XML.
+    pub xml: String,
+    /// Elements in it, the root not counted.
+    pub nodes: usize,
+    /// Applications in it.
+    pub apps: usize,
+    /// Whether `max_nodes`, the depth or the width cut something.
+    pub truncated: bool,
+}
+
+/// A connection to a desktop's accessibility bus.
+#[derive(Debug, Clone)]
+pub struct Accessibility {
+    conn: zbus::Connection,
+}
+
+/// One object, as far as it is known.
+#[derive(Debug, Clone)]
+struct Node {
+    object: ObjectRefOwned,
+    role: Role,
+    name: String,
+    states: StateSet,
+    ifaces: InterfaceSet,
+    children: Vec<usize>,
+    /// Children the object says it has.
+    child_count: usize,
+    /// What is asked for after the structure.
+    extras: Extras,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Extras {
+    attributes: Vec<(String, String)>,
+    extents: Option<(i32, i32, i32, i32)>,
+    text: Option<String>,
+    value: Option<[Option<f64>; 4]>,
+}
+
+impl Accessibility {
+    /// Connects to the accessibility bus at `address` (`unix:path=…`).
+    pub async fn connect(address: &str) -> Result<Accessibility> {
+        let failed = |e: zbus::Error| Error::Accessibility(format!("cannot connect to the accessibility bus: {e}"));
+        let conn = zbus::connection::Builder::address(address).map_err(failed)?.build().await.map_err(failed)?;
+        Ok(Accessibility { conn })
+    }
+
+    /// Calls `method` of `iface` on `object`, deserialising the reply.
+    async fn call<B, R>(conn: &zbus::Connection, object: &ObjectRefOwned, iface: &str, method: &str, body: &B) -> Result<R>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+        R: DeserializeOwned + zbus::zvariant::Type,
+    {
+        let dest = object.name_as_str().ok_or_else(|| Error::Accessibility("an object with no bus name".into()))?;
+        let call = conn.call_method(Some(dest), object.path_as_str(), Some(iface), method, body);
+        let reply = tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .map_err(|_| Error::Accessibility(format!("{dest} did not answer {iface}.{method} in {CALL_TIMEOUT:?}")))?
+            .map_err(|e| Error::Accessibility(format!("{iface}.{method} on {dest}: {e}")))?;
+        reply.body().deserialize::<R>().map_err(|e| Error::Accessibility(format!("{iface}.{method} reply: {e}")))
+    }
+
+    /// Reads the tree.
+    pub async fn tree(&self, options: &TreeOptions) -> Result<Tree> {
+        let root = ObjectRefOwned::from_static_str_unchecked("org.a11y.atspi.Registry", "/org/a11y/atspi/accessible/root");
+        let apps: Vec<ObjectRefOwned> =
+            Self::call(&self.conn, &root, "org.a11y.atspi.Accessible", "GetChildren", &()).await?;
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut app_roots = Vec::new();
+        let mut reads = JoinSet::new();
+        for app in apps {
+            let conn = self.conn.clone();
+            reads.spawn(async move { read_app(&conn, app).await });
+        }
+        let mut read = Vec::new();
+        while let Some(done) = reads.join_next().await {
+            // An application that died or hangs is left out, not the whole tree.
+            if let Ok(Ok(app)) = done {
+                read.push(app);
+            }
+        }
+        // The registry's order, which `read` lost: by the application's bus name, stable.
+        read.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, app_nodes) in read {
+            let base = nodes.len();
+            if app_nodes.is_empty() {
+                continue;
+            }
+            if let Some(wanted) = &options.app {
+                if app_nodes[0].name != *wanted {
+                    continue;
+                }
+            }
+            app_roots.push(base);
+            nodes.extend(app_nodes.into_iter().map(|mut n| {
+                n.children.iter_mut().for_each(|c| *c += base);
+                n
+            }));
+        }
+        // What is written: depth-first from each application, within the bounds.
+        let mut kept = Vec::new();
+        let mut truncated = false;
+        let mut stack: Vec<(usize, usize)> = app_roots.iter().rev().map(|&r| (r, 1)).collect();
+        while let Some((i, depth)) = stack.pop() {
+            if kept.len() >= options.max_nodes {
+                truncated = true;
+                break;
+            }
+            kept.push(i);
+            let node = &nodes[i];
+            if depth >= MAX_DEPTH {
+                truncated |= !node.children.is_empty();
+                continue;
+            }
+            truncated |= node.children.len() > MAX_CHILDREN;
+            for &c in node.children.iter().take(MAX_CHILDREN).rev() {
+                if options.showing_only && !nodes[c].states.contains(State::Showing) {
+                    continue;
+                }
+                stack.push((c, depth + 1));
+            }
+        }
+        fetch_extras(&self.conn, &mut nodes, &kept).await;
+        let keep: std::collections::HashSet<usize> = kept.iter().copied().collect();
+        let mut xml = String::with_capacity(kept.len() * 160);
+        xml.push_str("<desktop-frame");
+        for (prefix, uri) in NAMESPACES {
+            let _ = write!(xml, " xmlns:{prefix}=\"{uri}\"");
+        }
+        if app_roots.is_empty() {
+            xml.push_str("/>");
+        } else {
+            xml.push('>');
+            for &r in &app_roots {
+                if keep.contains(&r) {
+                    write_node(&mut xml, &nodes, r, &keep);
+                }
+            }
+            xml.push_str("</desktop-frame>");
+        }
+        Ok(Tree { xml, nodes: kept.len(), apps: app_roots.len(), truncated })
+    }
+}
+
+/// Reads one application's objects: its bus name and its nodes, the application first.
+async fn read_app(conn: &zbus::Connection, app: ObjectRefOwned) -> Result<(String, Vec<Node>)> {
+    let bus = app.name_as_str().unwrap_or_default().to_owned();
+    let cache_ref = ObjectRefOwned::from_static_str_unchecked("", "/org/a11y/atspi/cache");
+    let cache_ref = with_name(&cache_ref, &bus);
+    let items: Vec<CacheItem> =
+        Accessibility::call(conn, &cache_ref, "org.a11y.atspi.Cache", "GetItems", &()).await.unwrap_or_default();
+    let mut nodes = Vec::with_capacity(items.len() + 1);
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(items.len() + 1);
+    // The application itself: from the cache if it is there, else asked.
+    let app_item = items.iter().find(|it| it.object.path_as_str() == app.path_as_str());
+    let root = match app_item {
+        Some(item) => node_of(item),
+        None => describe(conn, app.clone()).await?,
+    };
+    index.insert(root.object.path_as_str().to_owned(), 0);
+    nodes.push(root);
+    let mut placed: Vec<(usize, i32, String)> = Vec::with_capacity(items.len());
+    for item in &items {
+        if item.object.path_as_str() == app.path_as_str() {
+            continue;
+        }
+        index.insert(item.object.path_as_str().to_owned(), nodes.len());
+        placed.push((nodes.len(), item.index, item.parent.path_as_str().to_owned()));
+        nodes.push(node_of(item));
+    }
+    let mut by_parent: HashMap<usize, Vec<(i32, usize)>> = HashMap::new();
+    for (i, at, parent) in placed {
+        if let Some(&p) = index.get(&parent) {
+            by_parent.entry(p).or_default().push((at, i));
+        }
+    }
+    for (p, mut children) in by_parent {
+        children.sort_unstable();
+        nodes[p].children = children.into_iter().map(|(_, i)| i).collect();
+    }
+    // Objects with children the cache does not list: asked for, level by level.
+    let mut pending: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].children.len() < nodes[i].child_count).collect();
+    let mut budget = 20_000usize;
+    while let Some(p) = pending.pop() {
+        let object = nodes[p].object.clone();
+        let Ok(children) =
+            Accessibility::call::<_, Vec<ObjectRefOwned>>(conn, &object, "org.a11y.atspi.Accessible", "GetChildren", &())
+                .await
+        else {
+            continue;
+        };
+        let mut ids = Vec::with_capacity(children.len());
+        for child in children.into_iter().take(MAX_CHILDREN + 1) {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            if let Some(&known) = index.get(child.path_as_str()) {
+                ids.push(known);
+                continue;
+            }
+            let Ok(node) = describe(conn, child).await else { continue };
+            let i = nodes.len();
+            index.insert(node.object.path_as_str().to_owned(), i);
+            if node.child_count > 0 {
+                pending.push(i);
+            }
+            nodes.push(node);
+            ids.push(i);
+        }
+        nodes[p].children = ids;
+    }
+    Ok((bus, nodes))
+}
+
+/// `object` on the bus `name`.
+fn with_name(object: &ObjectRefOwned, name: &str) -> ObjectRefOwned {
+    ObjectRefOwned::from(atspi::ObjectRef::new_owned(
+        zbus::names::UniqueName::try_from(name.to_owned()).unwrap_or_else(|_| zbus::names::UniqueName::from_static_str_unchecked(":0.0")),
+        object.path().clone(),
+    ))
+}
+
+fn node_of(item: &CacheItem) -> Node {
+    Node {
+        object: item.object.clone(),
+        role: item.role,
+        name: item.name.clone(),
+        states: item.states,
+        ifaces: item.ifaces,
+        children: Vec::new(),
+        child_count: usize::try_from(item.children).unwrap_or(0),
+        extras: Extras::default(),
+    }
+}
+
+/// An object not in any cache, asked for its role, name, states, interfaces and child count.
+async fn describe(conn: &zbus::Connection, object: ObjectRefOwned) -> Result<Node> {
+    const A: &str = "org.a11y.atspi.Accessible";
+    let (role, states, ifaces, name, count) = tokio::join!(
+        Accessibility::call::<_, Role>(conn, &object, A, "GetRole", &()),
+        Accessibility::call::<_, StateSet>(conn, &object, A, "GetState", &()),
+        Accessibility::call::<_, InterfaceSet>(conn, &object, A, "GetInterfaces", &()),
+        property::<String>(conn, &object, A, "Name"),
+        property::<i32>(conn, &object, A, "ChildCount"),
+    );
+    Ok(Node {
+        object,
+        role: role?,
+        name: name.unwrap_or_default(),
+        states: states.unwrap_or_else(|_| StateSet::empty()),
+        ifaces: ifaces.unwrap_or_default(),
+        children: Vec::new(),
+        child_count: usize::try_from(count.unwrap_or(0)).unwrap_or(0),
+        extras: Extras::default(),
+    })
+}
+
+/// One D-Bus property.
+async fn property<T: TryFrom<OwnedValue>>(conn: &zbus::Connection, object: &ObjectRefOwned, iface: &str, name: &str) -> Result<T> {
+    let value: OwnedValue =
+        Accessibility::call(conn, object, "org.freedesktop.DBus.Properties", "Get", &(iface, name)).await?;
+    T::try_from(value).map_err(|_| Error::Accessibility(format!("{iface}.{name} has an unexpected type")))
+}
+
+/// What each kept object needs beyond the cache, all asked at once (at most [`IN_FLIGHT`]).
+async fn fetch_extras(conn: &zbus::Connection, nodes: &mut [Node], kept: &[usize]) {
+    let mut asks = JoinSet::new();
+    let mut queue = kept.iter().copied();
+    loop {
+        while asks.len() < IN_FLIGHT {
+            let Some(i) = queue.next() else { break };
+            let node = &nodes[i];
+            let (conn, object, ifaces, states) = (conn.clone(), node.object.clone(), node.ifaces, node.states);
+            asks.spawn(async move { (i, extras(&conn, &object, ifaces, states).await) });
+        }
+        let Some(done) = asks.join_next().await else { break };
+        if let Ok((i, extras)) = done {
+            nodes[i].extras = extras;
+        }
+    }
+}
+
+/// An object's attributes, extents (when visible and showing), text and value.
+async fn extras(conn: &zbus::Connection, object: &ObjectRefOwned, ifaces: InterfaceSet, states: StateSet) -> Extras {
+    let shown = states.contains(State::Visible) && states.contains(State::Showing);
+    let attributes = async {
+        Accessibility::call::<_, HashMap<String, String>>(conn, object, "org.a11y.atspi.Accessible", "GetAttributes", &())
+            .await
+            .map(|map| {
+                let mut pairs: Vec<_> = map.into_iter().collect();
+                pairs.sort();
+                pairs
+            })
+            .unwrap_or_default()
+    };
+    let extents = async {
+        if !(shown && ifaces.contains(Interface::Component)) {
+            return None;
+        }
+        Accessibility::call::<_, (i32, i32, i32, i32)>(conn, object, "org.a11y.atspi.Component", "GetExtents", &(0u32,))
+            .await
+            .ok()
+    };
+    let text = async {
+        if !ifaces.contains(Interface::Text) {
+            return None;
+        }
+        Accessibility::call::<_, String>(conn, object, "org.a11y.atspi.Text", "GetText", &(0i32, -1i32)).await.ok()
+    };
+    let value = async {
+        if !ifaces.contains(Interface::Value) {
+            return None;
+        }
+        let all: HashMap<String, OwnedValue> = Accessibility::call(
+            conn,
+            object,
+            "org.freedesktop.DBus.Properties",
+            "GetAll",
+            &("org.a11y.atspi.Value",),
+        )
+        .await
+        .ok()?;
+        let get = |k: &str| all.get(k).and_then(|v| f64::try_from(v).ok());
+        Some([get("CurrentValue"), get("MinimumValue"), get("MaximumValue"), get("MinimumIncrement")])
+    };
+    let (attributes, extents, text, value) = tokio::join!(attributes, extents, text, value);
+    Extras { attributes, extents, text, value }
+}
+
+/// Writes node `i` and the kept nodes below it.
+fn write_node(xml: &mut String, nodes: &[Node], i: usize, keep: &std::collections::HashSet<usize>) {
+    let node = &nodes[i];
+    let role = node.role.name().trim();
+    let tag = if role.is_empty() { "unknown".to_owned() } else { role.replace(' ', "-") };
+    let _ = write!(xml, "<{tag} name=\"");
+    escape(xml, &node.name, true);
+    xml.push('"');
+    for state in node.states.iter() {
+        let name = state.to_static_str().replace('-', "_");
+        let _ = write!(xml, " st:{name}=\"true\"");
+    }
+    for (key, value) in &node.extras.attributes {
+        if is_xml_name(key) {
+            let _ = write!(xml, " attr:{key}=\"");
+            escape(xml, value, true);
+            xml.push('"');
+        }
+    }
+    if let Some((x, y, w, h)) = node.extras.extents {
+        let _ = write!(xml, " cp:screencoord=\"({x}, {y})\" cp:size=\"({w}, {h})\"");
+    }
+    if node.ifaces.contains(Interface::Image) {
+        xml.push_str(" image=\"true\"");
+    }
+    if node.ifaces.contains(Interface::Selection) {
+        xml.push_str(" selection=\"true\"");
+    }
+    if let Some(values) = node.extras.value {
+        for (name, v) in ["value", "min", "max", "step"].iter().zip(values) {
+            if let Some(v) = v {
+                let _ = write!(xml, " val:{name}=\"{}\"", python_float(v));
+            }
+        }
+    }
+    let text: String =
+        node.extras.text.as_deref().unwrap_or_default().chars().filter(|&c| c != '\u{fffc}' && c != '\u{fffd}').collect();
+    let children: Vec<usize> = node.children.iter().copied().filter(|c| keep.contains(c)).collect();
+    if text.is_empty() && children.is_empty() {
+        xml.push_str("/>");
+        return;
+    }
+    xml.push('>');
+    escape(xml, &text, false);
+    for c in children {
+        write_node(xml, nodes, c, keep);
+    }
+    let _ = write!(xml, "</{tag}>");
+}
+
+/// Appends `text` escaped for XML (in an attribute value: quotes and whitespace too), leaving
+/// out characters XML 1.0 cannot hold.
+fn escape(xml: &mut String, text: &str, attribute: bool) {
+    for c in text.chars() {
+        match c {
+            '&' => xml.push_str("&amp;"),
+            '<' => xml.push_str("&lt;"),
+            '>' => xml.push_str("&gt;"),
+            '"' if attribute => xml.push_str("&quot;"),
+            '\n' if attribute => xml.push_str("&#10;"),
+            '\r' => xml.push_str("&#13;"),
+            '\t' if attribute => xml.push_str("&#9;"),
+            c if allowed_in_xml(c) => xml.push(c),
+            _ => {}
+        }
+    }
+}
+
+fn allowed_in_xml(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+}
+
+/// Whether `name` can be the local part of an attribute name.
+fn is_xml_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// A float as Python's `str` writes it (`1.0`, `0.5`, `1e+20`).
+fn python_float(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("{v:.1}")
+    } else if v.is_nan() {
+        "nan".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_names_are_written_as_xml_can_hold_them() {
+        let mut s = String::new();
+        escape(&mut s, "a<b>&\"c\"\n\u{1}d", true);
+        assert_eq!(s, "a&lt;b&gt;&amp;&quot;c&quot;&#10;d");
+        assert!(is_xml_name("toolkit") && is_xml_name("xml-roles") && !is_xml_name("a b") && !is_xml_name("1x"));
+        assert_eq!(python_float(1.0), "1.0");
+        assert_eq!(python_float(0.25), "0.25");
+        assert_eq!(python_float(-3.0), "-3.0");
+    }
+}
