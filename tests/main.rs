@@ -9,6 +9,8 @@ mod bash;
 mod cli;
 #[cfg(all(feature = "client", feature = "http"))]
 mod client;
+#[cfg(all(feature = "vm", feature = "bash"))]
+mod desktop;
 #[cfg(feature = "bash")]
 mod faults;
 #[cfg(feature = "http")]

@@ -89,6 +89,9 @@ pub struct Accessibility {
 struct Node {
     object: ObjectRefOwned,
     role: Role,
+    /// The role's name as the application says it (`GetRoleName`: a toolkit's names, such as
+    /// ATK's "push button", which OSWorld's trees carry), else AT-SPI's.
+    role_name: Option<std::sync::Arc<str>>,
     name: String,
     states: StateSet,
     ifaces: InterfaceSet,
@@ -280,6 +283,28 @@ async fn read_app(conn: &zbus::Connection, app: ObjectRefOwned) -> Result<(Strin
         }
         nodes[p].children = ids;
     }
+    // Each role's name, asked once per role of the application, all at once.
+    let mut asks = JoinSet::new();
+    let mut seen = std::collections::HashSet::new();
+    for node in &nodes {
+        if seen.insert(node.role) {
+            let (conn, object, role) = (conn.clone(), node.object.clone(), node.role);
+            asks.spawn(async move {
+                let name: Result<String> =
+                    Accessibility::call(&conn, &object, "org.a11y.atspi.Accessible", "GetRoleName", &()).await;
+                (role, name)
+            });
+        }
+    }
+    let mut names: HashMap<Role, std::sync::Arc<str>> = HashMap::new();
+    while let Some(done) = asks.join_next().await {
+        if let Ok((role, Ok(name))) = done {
+            names.insert(role, name.into());
+        }
+    }
+    for node in &mut nodes {
+        node.role_name = names.get(&node.role).cloned();
+    }
     Ok((bus, nodes))
 }
 
@@ -295,6 +320,7 @@ fn node_of(item: &CacheItem) -> Node {
     Node {
         object: item.object.clone(),
         role: item.role,
+        role_name: None,
         name: item.name.clone(),
         states: item.states,
         ifaces: item.ifaces,
@@ -317,6 +343,7 @@ async fn describe(conn: &zbus::Connection, object: ObjectRefOwned) -> Result<Nod
     Ok(Node {
         object,
         role: role?,
+        role_name: None,
         name: name.unwrap_or_default(),
         states: states.unwrap_or_else(|_| StateSet::empty()),
         ifaces: ifaces.unwrap_or_default(),
@@ -401,7 +428,7 @@ async fn extras(conn: &zbus::Connection, object: &ObjectRefOwned, ifaces: Interf
 /// Writes node `i` and the kept nodes below it.
 fn write_node(xml: &mut String, nodes: &[Node], i: usize, keep: &std::collections::HashSet<usize>) {
     let node = &nodes[i];
-    let role = node.role.name().trim();
+    let role = node.role_name.as_deref().unwrap_or_else(|| node.role.name()).trim();
     let tag = if role.is_empty() { "unknown".to_owned() } else { role.replace(' ', "-") };
     let _ = write!(xml, "<{tag} name=\"");
     escape(xml, &node.name, true);

@@ -1,0 +1,204 @@
+//! A desktop an agent can work on: programs on a session's display (`startup`, `vm:launch`, a
+//! window manager), the accessibility tree of what runs there (`vm:accessibility_tree`, and
+//! `observe`), and a worker's bash sharing its desktop, on real Xvfb servers with
+//! `gtk3-widget-factory` and its own D-Bus and AT-SPI buses.
+//!
+//! The tree is parsed by Python's `xml.etree` (not by this crate), so a tree that is not
+//! well-formed XML with the format's namespaces fails; windows are found by `xdotool` and
+//! `xprop`, processes in `/proc`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentflow_sandbox::backends::bash::BashBackend;
+use agentflow_sandbox::backends::vm::VmBackend;
+use agentflow_sandbox::protocol::ExecuteRequest;
+use agentflow_sandbox::{Engine, Envelope};
+use serde_json::{json, Map, Value};
+
+use crate::common::create_session;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn engine() -> Engine {
+    let vm = VmBackend::new(object(json!({"screen_size": [1920, 1080]}))).unwrap();
+    let bash = BashBackend::new(Map::new()).unwrap();
+    Engine::builder().backend(Arc::new(vm)).backend(Arc::new(bash)).build().unwrap()
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn ok(envelope: Envelope) -> Value {
+    assert_eq!(envelope.code, 0, "{envelope:?}");
+    envelope.data
+}
+
+/// One element of a tree, as Python's XML parser read it.
+#[derive(Debug, Clone)]
+struct Element {
+    tag: String,
+    name: String,
+    text: String,
+    states: Vec<String>,
+    /// `cp:screencoord` and `cp:size`, when given.
+    rect: Option<(i64, i64, i64, i64)>,
+}
+
+impl Element {
+    fn centre(&self) -> (i64, i64) {
+        let (x, y, w, h) = self.rect.unwrap_or_else(|| panic!("{self:?} has no position"));
+        (x + w / 2, y + h / 2)
+    }
+
+    fn has(&self, state: &str) -> bool {
+        self.states.iter().any(|s| s == state)
+    }
+}
+
+/// Parses a tree with Python's `xml.etree`: every element under the root, in document order.
+/// Fails unless the root is `desktop-frame` and the namespaces are the format's.
+fn parse(xml: &str) -> Vec<Element> {
+    const SCRIPT: &str = r#"
+import json, re, sys, xml.etree.ElementTree as ET
+root = ET.fromstring(sys.stdin.read())
+assert root.tag == "desktop-frame", root.tag
+ST = "{https://accessibility.ubuntu.example.org/ns/state}"
+CP = "{https://accessibility.ubuntu.example.org/ns/component}"
+out = []
+for e in root.iter():
+    if e is root:
+        continue
+    rect = None
+    if CP + "screencoord" in e.attrib:
+        x, y = map(int, re.findall(r"-?\d+", e.attrib[CP + "screencoord"]))
+        w, h = map(int, re.findall(r"-?\d+", e.attrib[CP + "size"]))
+        rect = [x, y, w, h]
+    states = [k[len(ST):] for k, v in e.attrib.items() if k.startswith(ST) and v == "true"]
+    out.append({"tag": e.tag, "name": e.attrib.get("name", ""), "text": e.text or "", "states": states, "rect": rect})
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the tree is not the format's XML:\n{}", &xml[..xml.len().min(2000)]);
+    let parsed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    parsed
+        .into_iter()
+        .map(|e| Element {
+            tag: e["tag"].as_str().unwrap().to_owned(),
+            name: e["name"].as_str().unwrap().to_owned(),
+            text: e["text"].as_str().unwrap().to_owned(),
+            states: e["states"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect(),
+            rect: e["rect"].as_array().map(|r| {
+                let n: Vec<i64> = r.iter().map(|v| v.as_i64().unwrap()).collect();
+                (n[0], n[1], n[2], n[3])
+            }),
+        })
+        .collect()
+}
+
+/// The worker's tree, parsed.
+async fn tree(engine: &Engine, worker: &str) -> Vec<Element> {
+    let data = ok(engine.execute(worker, "vm:accessibility_tree", json!({})).await);
+    parse(data["accessibility_tree"].as_str().unwrap())
+}
+
+/// Reads the tree until `found` finds something in it, for up to [`PATIENCE`].
+async fn tree_until<T>(engine: &Engine, worker: &str, mut found: impl FnMut(&[Element]) -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        let elements = tree(engine, worker).await;
+        if let Some(t) = found(&elements) {
+            return t;
+        }
+        assert!(start.elapsed() < PATIENCE, "not found in the tree: {elements:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The processes whose command name is `comm`.
+fn processes_named(comm: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
+        .collect()
+}
+
+/// The processes with `NAME=value` in their environment.
+fn processes_with_env(entry: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
+        })
+        .collect()
+}
+
+/// `vm:launch` of `command`, waiting for its window (30 s at most).
+async fn launch(engine: &Engine, worker: &str, command: &str) -> Envelope {
+    let params = json!({"command": command, "wait_for_window": true});
+    engine.execute_request(ExecuteRequest::new(worker, "vm:launch", params).timeout(30.0)).await
+}
+
+#[tokio::test]
+async fn gtk3_widget_factory_is_read_clicked_and_typed_into_through_its_tree() {
+    let engine = engine();
+    let worker = "desktop-tree";
+    let created = create_session(&engine, worker, "vm", json!({"window_manager": "openbox"})).await;
+    assert_eq!(created.code, 0, "{created:?}");
+    let launched = ok(launch(&engine, worker, "gtk3-widget-factory").await);
+    let pid = launched["pid"].as_u64().unwrap();
+    assert!(!launched["window"]["title"].as_str().unwrap().is_empty(), "{launched}");
+
+    // The tree: named push buttons and check boxes, text entries and menus.
+    let elements = tree_until(&engine, worker, |t| t.iter().any(|e| e.tag == "check-box").then(|| t.to_vec())).await;
+    let app = &elements[0];
+    assert_eq!(app.tag, "application", "{app:?}");
+    for role in ["push-button", "check-box", "text", "menu"] {
+        let named = matches!(role, "push-button" | "check-box");
+        assert!(elements.iter().any(|e| e.tag == role && (!named || !e.name.is_empty())), "no {role}");
+    }
+
+    // A named check box on screen: clicked at its centre, it is checked in the next tree.
+    let (w, h) = (1920, 1080);
+    let on_screen = |e: &Element| e.rect.is_some_and(|(x, y, bw, bh)| x >= 0 && y >= 0 && x + bw <= w && y + bh <= h && bw > 0 && bh > 0);
+    let check = elements
+        .iter()
+        .find(|e| e.tag == "check-box" && !e.name.is_empty() && e.has("showing") && e.has("sensitive") && on_screen(e))
+        .expect("a check box on screen")
+        .clone();
+    let was_checked = check.has("checked");
+    let (x, y) = check.centre();
+    ok(engine.execute(worker, "vm:click", json!({"x": x, "y": y})).await);
+    let now = tree_until(&engine, worker, |t| {
+        t.iter().find(|e| e.tag == "check-box" && e.name == check.name && e.has("checked") != was_checked).cloned()
+    })
+    .await;
+    assert_ne!(now.has("checked"), was_checked);
+
+    // Typed into a text entry, the text is in the tree.
+    let entry = elements
+        .iter()
+        .find(|e| e.tag == "text" && e.has("editable") && e.has("showing") && on_screen(e))
+        .expect("an editable text on screen")
+        .clone();
+    let (x, y) = entry.centre();
+    ok(engine.execute(worker, "vm:click", json!({"x": x, "y": y})).await);
+    ok(engine.execute(worker, "vm:hotkey", json!({"keys": ["ctrl", "a"]})).await);
+    ok(engine.execute(worker, "vm:type", json!({"text": "agentflow typed this"})).await);
+    tree_until(&engine, worker, |t| t.iter().any(|e| e.tag == "text" && e.text.contains("agentflow typed this")).then_some(())).await;
+
+    ok(engine.destroy_session(worker, "vm").await);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the app outlived its session");
+}
