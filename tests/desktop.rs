@@ -16,7 +16,7 @@ use agentflow_sandbox::protocol::ExecuteRequest;
 use agentflow_sandbox::{Engine, Envelope};
 use serde_json::{json, Map, Value};
 
-use crate::common::create_session;
+use crate::common::{command_ok, create_session, jailed, need};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -172,7 +172,9 @@ async fn gtk3_widget_factory_is_read_clicked_and_typed_into_through_its_tree() {
 
     // A named check box on screen: clicked at its centre, it is checked in the next tree.
     let (w, h) = (1920, 1080);
-    let on_screen = |e: &Element| e.rect.is_some_and(|(x, y, bw, bh)| x >= 0 && y >= 0 && x + bw <= w && y + bh <= h && bw > 0 && bh > 0);
+    let on_screen = |e: &Element| {
+        e.rect.is_some_and(|(x, y, bw, bh)| x >= 0 && y >= 0 && x + bw <= w && y + bh <= h && bw > 0 && bh > 0)
+    };
     let check = elements
         .iter()
         .find(|e| e.tag == "check-box" && !e.name.is_empty() && e.has("showing") && e.has("sensitive") && on_screen(e))
@@ -197,8 +199,132 @@ async fn gtk3_widget_factory_is_read_clicked_and_typed_into_through_its_tree() {
     ok(engine.execute(worker, "vm:click", json!({"x": x, "y": y})).await);
     ok(engine.execute(worker, "vm:hotkey", json!({"keys": ["ctrl", "a"]})).await);
     ok(engine.execute(worker, "vm:type", json!({"text": "agentflow typed this"})).await);
-    tree_until(&engine, worker, |t| t.iter().any(|e| e.tag == "text" && e.text.contains("agentflow typed this")).then_some(())).await;
+    tree_until(&engine, worker, |t| {
+        t.iter().any(|e| e.tag == "text" && e.text.contains("agentflow typed this")).then_some(())
+    })
+    .await;
 
     ok(engine.destroy_session(worker, "vm").await);
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the app outlived its session");
+}
+
+/// `DISPLAY` and a server query (`xdpyinfo`, an X client of its own) from the worker's shell.
+async fn shell_sees(engine: &Engine, worker: &str) -> (String, String) {
+    let out = command_ok(engine, worker, "echo \"${DISPLAY-none}\"; xdpyinfo 2>&1 | grep dimensions || true").await;
+    let (display, rest) = out.split_once('\n').unwrap_or((&out, ""));
+    (display.trim().to_owned(), rest.trim().to_owned())
+}
+
+#[tokio::test]
+async fn a_workers_shell_shares_its_desktop_whichever_came_first_and_can_opt_out() {
+    let engine = engine();
+    // bash first, then the desktop: the running shell gets it at its next command.
+    let worker = "desktop-share";
+    assert_eq!(create_session(&engine, worker, "bash", json!({})).await.code, 0);
+    assert_eq!(shell_sees(&engine, worker).await.0, "none");
+    assert_eq!(create_session(&engine, worker, "vm", json!({"screen_size": [1024, 768]})).await.code, 0);
+    let display = ok(engine.execute(worker, "vm:info", json!({})).await)["display"].as_str().unwrap().to_owned();
+    let (seen, dimensions) = shell_sees(&engine, worker).await;
+    assert_eq!(seen, display);
+    assert!(dimensions.contains("1024x768 pixels"), "{dimensions}");
+    // A program started from the shell and one launched by vm:launch: both in the tree.
+    command_ok(&engine, worker, "gtk3-demo >/dev/null 2>&1 &").await;
+    ok(launch(&engine, worker, "gtk3-widget-factory").await);
+    tree_until(&engine, worker, |t| {
+        let apps: Vec<&str> = t.iter().filter(|e| e.tag == "application").map(|e| e.name.as_str()).collect();
+        (apps.contains(&"gtk3-demo") && apps.contains(&"gtk3-widget-factory")).then_some(())
+    })
+    .await;
+    // The desktop gone, the shell forgets it.
+    ok(engine.destroy_session(worker, "vm").await);
+    assert_eq!(shell_sees(&engine, worker).await.0, "none");
+    ok(engine.destroy_worker(worker).await);
+
+    // The desktop first, then bash; and a shell that opts out.
+    let worker = "desktop-share-2";
+    assert_eq!(create_session(&engine, worker, "vm", json!({"accessibility": false})).await.code, 0);
+    assert_eq!(create_session(&engine, worker, "bash", json!({})).await.code, 0);
+    assert!(shell_sees(&engine, worker).await.0.starts_with(':'));
+    let other = "desktop-share-3";
+    assert_eq!(create_session(&engine, other, "vm", json!({"accessibility": false})).await.code, 0);
+    assert_eq!(create_session(&engine, other, "bash", json!({"share_desktop": false})).await.code, 0);
+    assert_eq!(shell_sees(&engine, other).await.0, "none");
+    ok(engine.destroy_worker(worker).await);
+    ok(engine.destroy_worker(other).await);
+}
+
+#[tokio::test]
+async fn a_jailed_shell_reaches_its_workers_display_and_no_other() {
+    need("bwrap");
+    let engine = engine();
+    let worker = "desktop-jail";
+    assert_eq!(create_session(&engine, worker, "bash", jailed(json!({}))).await.code, 0);
+    assert_eq!(create_session(&engine, "desktop-jail-other", "vm", json!({"accessibility": false})).await.code, 0);
+    assert_eq!(
+        create_session(&engine, worker, "vm", json!({"accessibility": false, "screen_size": [800, 600]})).await.code,
+        0
+    );
+    let (_, dimensions) = shell_sees(&engine, worker).await;
+    assert!(dimensions.contains("800x600 pixels"), "{dimensions}");
+    // Only its own worker's display is in the jail's /tmp/.X11-unix, and the other display is
+    // out of reach by name.
+    let other =
+        ok(engine.execute("desktop-jail-other", "vm:info", json!({})).await)["display"].as_str().unwrap().to_owned();
+    let listed = command_ok(&engine, worker, "ls /tmp/.X11-unix").await;
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    let tried = command_ok(&engine, worker, &format!("DISPLAY={other} xdpyinfo >/dev/null 2>&1; echo $?")).await;
+    assert_ne!(tried.trim(), "0");
+    ok(engine.destroy_worker(worker).await);
+    ok(engine.destroy_worker("desktop-jail-other").await);
+}
+
+#[tokio::test]
+async fn destroy_leaves_no_xvfb_bus_or_program_behind() {
+    let engine = engine();
+    let worker = "desktop-destroy";
+    let config = json!({"window_manager": "openbox", "startup": ["gtk3-widget-factory", "sleep 1000 & sleep 1001"]});
+    assert_eq!(create_session(&engine, worker, "vm", config).await.code, 0);
+    tree_until(&engine, worker, |t| {
+        t.iter().any(|e| e.tag == "application" && e.name == "gtk3-widget-factory").then_some(())
+    })
+    .await;
+    // Every process of the desktop carries its mark: the Xvfb, the buses, the registry, the
+    // window manager, the programs and what they started.
+    let info = ok(engine.execute(worker, "vm:info", json!({})).await);
+    let xvfb = info["server_pid"].as_u64().unwrap() as u32;
+    let mark = std::fs::read(format!(
+        "/proc/{}/environ",
+        processes_named("openbox")
+            .into_iter()
+            .find(|p| std::fs::read_to_string(format!("/proc/{p}/environ"))
+                .is_ok_and(|e| e.contains(&format!("DISPLAY={}", info["display"].as_str().unwrap()))))
+            .expect("its openbox")
+    ))
+    .unwrap();
+    let mark = mark
+        .split(|&b| b == 0)
+        .find(|e| e.starts_with(b"AGENTFLOW_DESKTOP="))
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .unwrap();
+    let marked = processes_with_env(&mark);
+    let names: Vec<String> = marked
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    for expected in ["dbus-daemon", "at-spi-bus-laun", "at-spi2-registr", "openbox", "gtk3-widget-fac", "sleep"] {
+        assert!(names.iter().any(|n| n == expected), "no {expected} among {names:?}");
+    }
+    ok(engine.destroy_session(worker, "vm").await);
+    let left: Vec<u32> = marked
+        .iter()
+        .copied()
+        .chain([xvfb])
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .is_ok_and(|s| !s.rsplit_once(") ").unwrap().1.starts_with('Z'))
+        })
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+    assert!(processes_with_env(&mark).is_empty());
 }
