@@ -328,3 +328,61 @@ async fn destroy_leaves_no_xvfb_bus_or_program_behind() {
     assert!(left.is_empty(), "left running: {left:?}");
     assert!(processes_with_env(&mark).is_empty());
 }
+
+#[tokio::test]
+async fn observe_returns_the_tree_and_the_screen_after_every_action() {
+    let engine = engine();
+    let worker = "desktop-observe";
+    let config = json!({"observe": ["accessibility_tree", "screenshot"], "observe_delay": 0.05, "startup": ["gtk3-widget-factory"]});
+    assert_eq!(create_session(&engine, worker, "vm", config).await.code, 0);
+    let elements = tree_until(&engine, worker, |t| t.iter().any(|e| e.tag == "check-box").then(|| t.to_vec())).await;
+    assert!(!elements.is_empty());
+    for (tool, params) in [
+        ("vm:move", json!({"x": 5, "y": 5})),
+        ("vm:key", json!({"key": "shift"})),
+        ("vm:launch", json!({"command": "true"})),
+    ] {
+        let data = ok(engine.execute(worker, tool, params).await);
+        let xml = data["accessibility_tree"].as_str().unwrap_or_else(|| panic!("{tool}: no tree in {data}"));
+        assert!(parse(xml).iter().any(|e| e.tag == "check-box"), "{tool}");
+        assert!(data["image"].as_str().is_some_and(|i| i.len() > 1000), "{tool}: no screenshot");
+    }
+    // Looking is not acting: a screenshot answers with its own data only.
+    let shot = ok(engine.execute(worker, "vm:screenshot", json!({})).await);
+    assert!(shot.get("accessibility_tree").is_none());
+    ok(engine.destroy_session(worker, "vm").await);
+}
+
+#[tokio::test]
+async fn launch_and_config_mistakes_are_clear_errors() {
+    let engine = engine();
+    let worker = "desktop-mistakes";
+    for (config, field) in [
+        (json!({"window_manager": "kde"}), "window_manager"),
+        (json!({"observe": ["smell"]}), "observe[0]"),
+        (json!({"startup": "xterm"}), "startup"),
+        (json!({"startup": [""]}), "startup[0]"),
+        (json!({"observe_delay": 60}), "observe_delay"),
+        (json!({"accessibility": "yes"}), "accessibility"),
+    ] {
+        let answer = create_session(&engine, worker, "vm", config.clone()).await;
+        assert_eq!((answer.code, answer.data["field"].as_str()), (1002, Some(field)), "{config}: {answer:?}");
+    }
+    assert_eq!(create_session(&engine, worker, "vm", json!({"accessibility": false})).await.code, 0);
+    let empty = engine.execute(worker, "vm:launch", json!({"command": ""})).await;
+    assert_eq!((empty.code, empty.data["field"].as_str()), (1002, Some("command")), "{empty:?}");
+    // A program that exits before it shows a window says so, with what it printed.
+    let failed = launch(&engine, worker, "echo no such program >&2; exit 3").await;
+    assert_ne!(failed.code, 0);
+    assert!(failed.message.contains("no such program"), "{failed:?}");
+    // One that never shows a window is cut at the call's timeout, and its pid is given.
+    let params = json!({"command": "sleep 30", "wait_for_window": true});
+    let start = Instant::now();
+    let slow = engine.execute_request(ExecuteRequest::new(worker, "vm:launch", params).timeout(1.0)).await;
+    assert_eq!(slow.code, 2002, "{slow:?}");
+    assert!(slow.data["pid"].as_u64().is_some() && start.elapsed() < Duration::from_secs(5));
+    // Without buses, the tree is an error that says why.
+    let tree = engine.execute(worker, "vm:accessibility_tree", json!({})).await;
+    assert!(tree.code != 0 && tree.message.contains("accessibility"), "{tree:?}");
+    ok(engine.destroy_session(worker, "vm").await);
+}
