@@ -12,12 +12,15 @@
 //! - the same with the xterms over the photo, the usual look of an agent's desktop;
 //! - its parts on the same screens: MIT-SHM capture alone, the pixel conversion, and PNG encoding
 //!   at each compression setting, printing the PNG sizes;
-//! - `vm:move` and `vm:click` through the engine, in-process.
+//! - `vm:move` and `vm:click` through the engine, in-process;
+//! - `vm:accessibility_tree` of `gtk3-widget-factory` (about 260 objects) on a private desktop
+//!   with its own D-Bus and AT-SPI buses, and a session's start with and without those buses.
 //!
 //! Besides criterion's estimates, each bench prints its p10/p50/p90 over every iteration it ran.
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-vm cargo bench --no-default-features --features vm --bench vm`
-//! (needs Debian's `xvfb`, `xterm`, `xdotool`, `x11-xserver-utils`).
+//! (needs Debian's `xvfb`, `xterm`, `xdotool`, `x11-xserver-utils`, `dbus-daemon`,
+//! `at-spi2-core`, `gtk-3-examples`).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -258,5 +261,68 @@ fn main() {
     drop(desktop);
     rt.block_on(engine.shutdown(false, true));
     drop(server);
+    accessibility(&rt, &mut c);
     c.final_summary();
+}
+
+/// The accessibility tree of `gtk3-widget-factory` (about 260 objects) on a private desktop with
+/// its buses, through the engine; and what the buses add to a session's start.
+fn accessibility(rt: &tokio::runtime::Runtime, c: &mut Criterion) {
+    let engine = Engine::builder().backend(Arc::new(VmBackend::new(serde_json::Map::new()).unwrap())).build().unwrap();
+    let create = |worker: &str, config: Value| {
+        let req: CreateSessionRequest =
+            serde_json::from_value(json!({"worker_id": worker, "resource_type": "vm", "config": config})).unwrap();
+        let answer = rt.block_on(engine.create_session(req));
+        assert_eq!(answer.code, 0, "{answer:?}");
+    };
+    create("tree", json!({"startup": ["gtk3-widget-factory"]}));
+    let tree = || {
+        let answer = rt.block_on(engine.execute("tree", "vm:accessibility_tree", json!({})));
+        assert_eq!(answer.code, 0, "{answer:?}");
+        answer.data
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut data = tree();
+    while data["nodes"].as_u64().unwrap() < 250 {
+        assert!(Instant::now() < deadline, "gtk3-widget-factory (Debian: gtk-3-examples) did not show: {data}");
+        std::thread::sleep(Duration::from_millis(200));
+        data = tree();
+    }
+    println!(
+        "vm:accessibility_tree of gtk3-widget-factory: {} nodes, {} bytes of XML",
+        data["nodes"],
+        data["accessibility_tree"].as_str().unwrap().len()
+    );
+    bench(c, "vm/accessibility_tree/widget_factory", || {
+        tree();
+    });
+    rt.block_on(engine.destroy_worker("tree"));
+
+    // A session's start alone (its destroy is not timed): a bare Xvfb, then with the buses.
+    let mut n = 0;
+    for (name, config) in
+        [("vm/session_start/bare", json!({"accessibility": false})), ("vm/session_start/buses", json!({}))]
+    {
+        let mut samples = Vec::new();
+        c.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    n += 1;
+                    let worker = format!("start-{n}");
+                    let start = Instant::now();
+                    create(&worker, config.clone());
+                    let took = start.elapsed();
+                    rt.block_on(engine.destroy_worker(&worker));
+                    samples.push(took);
+                    total += took;
+                }
+                total
+            })
+        });
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+        println!("{name}: p10 {:.3?}  p50 {:.3?}  p90 {:.3?}  ({} starts)", at(0.1), at(0.5), at(0.9), samples.len());
+    }
+    rt.block_on(engine.shutdown(false, true));
 }
