@@ -386,3 +386,52 @@ async fn launch_and_config_mistakes_are_clear_errors() {
     assert!(tree.code != 0 && tree.message.contains("accessibility"), "{tree:?}");
     ok(engine.destroy_session(worker, "vm").await);
 }
+
+/// The application `app` of the desktop whose accessibility bus is `bus`, walked by pyatspi
+/// (Debian's `python3-pyatspi`, an AT-SPI client independent of this crate): each object's
+/// role name and name, depth first.
+fn pyatspi_walk(bus: &str, display: &str, app: &str) -> Vec<(String, String)> {
+    const SCRIPT: &str = r#"
+import json, sys, pyatspi
+desktop = pyatspi.Registry.getDesktop(0)
+app = next(a for a in desktop if a is not None and a.name == sys.argv[1])
+out = []
+def walk(node, depth):
+    out.append([node.getRoleName().replace(" ", "-"), node.name or ""])
+    if depth < 50:
+        for child in node:
+            if child is not None:
+                walk(child, depth + 1)
+walk(app, 1)
+print(json.dumps(out))
+"#;
+    // Debian's python, where python3-pyatspi lives (a python3 earlier on PATH may lack it).
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT, app])
+        .env("AT_SPI_BUS_ADDRESS", bus)
+        .env("DISPLAY", display)
+        .output()
+        .expect("/usr/bin/python3 runs");
+    assert!(out.status.success(), "pyatspi (Debian: python3-pyatspi) failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_tree_holds_what_pyatspi_walks() {
+    let engine = engine();
+    let worker = "desktop-oracle";
+    assert_eq!(create_session(&engine, worker, "vm", json!({"startup": ["gtk3-widget-factory"]})).await.code, 0);
+    let ours = tree_until(&engine, worker, |t| (t.len() > 250).then(|| t.to_vec())).await;
+    let info = ok(engine.execute(worker, "vm:info", json!({})).await);
+    let walked = pyatspi_walk(
+        info["accessibility_bus"].as_str().unwrap(),
+        info["display"].as_str().unwrap(),
+        "gtk3-widget-factory",
+    );
+    let ours: Vec<(String, String)> = ours.into_iter().map(|e| (e.tag, e.name)).collect();
+    // The same objects in the same order: the cache read in bulk (and the table's cells, which
+    // the cache leaves out) against one call per object.
+    assert_eq!(ours.len(), walked.len(), "ours {ours:?}\npyatspi {walked:?}");
+    assert_eq!(ours, walked);
+    ok(engine.destroy_session(worker, "vm").await);
+}

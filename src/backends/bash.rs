@@ -524,7 +524,8 @@ impl BashSession {
                         .await
                         .map_err(|e| Error::Internal(format!("sharing the desktop failed: {e}")))?
                 };
-                let cookie = linked.map_err(|e| Error::backend(format!("cannot share the desktop with the jail: {e}")))?;
+                let cookie =
+                    linked.map_err(|e| Error::backend(format!("cannot share the desktop with the jail: {e}")))?;
                 let mut env = vec![("DISPLAY".to_owned(), d.display.clone())];
                 if let Some(file) = cookie {
                     env.push(("XAUTHORITY".to_owned(), file.to_string_lossy().into_owned()));
@@ -545,7 +546,8 @@ impl BashSession {
         }
         if !script.is_empty() {
             let shell = self.shell().await?;
-            let outcome = shell.run(&script.join("; "), ADOPT_TIMEOUT, OnTimeout::Interrupt).await.map_err(shell_error)?;
+            let outcome =
+                shell.run(&script.join("; "), ADOPT_TIMEOUT, OnTimeout::Interrupt).await.map_err(shell_error)?;
             if outcome.exit_code != Some(0) {
                 return Err(Error::backend(format!("cannot give the shell the desktop: {}", outcome.output.trim())));
             }
@@ -585,12 +587,26 @@ impl Backend for BashBackend {
             let Some(mut jail) = config.jail.clone() else {
                 // Where the machine has no cgroup to use, the process tree is all there is.
                 let tracker = Cgroup::track().ok();
-                return Ok(BashSession { config, shell: None, jail: None, tracker, desktop: None, desktop_env: Vec::new() });
+                return Ok(BashSession {
+                    config,
+                    shell: None,
+                    jail: None,
+                    tracker,
+                    desktop: None,
+                    desktop_env: Vec::new(),
+                });
             };
             jail.bwrap = find_bwrap()
                 .ok_or_else(|| Error::NotWarmedUp { backend: "bash".into(), reason: INSTALL_HINT.into() })?;
             let jail = Jail::create(jail).map_err(|e| Error::backend(e.to_string()))?;
-            Ok(BashSession { config, shell: None, jail: Some(jail), tracker: None, desktop: None, desktop_env: Vec::new() })
+            Ok(BashSession {
+                config,
+                shell: None,
+                jail: Some(jail),
+                tracker: None,
+                desktop: None,
+                desktop_env: Vec::new(),
+            })
         });
         let mut session = prepared.await.map_err(|e| Error::Internal(format!("session set-up failed: {e}")))??;
         if let Err(e) = session.shell().await {

@@ -686,7 +686,12 @@ impl Tool {
     fn is_action(&self) -> bool {
         !matches!(
             self,
-            Tool::Screenshot {} | Tool::Wait { .. } | Tool::Done {} | Tool::Fail { .. } | Tool::AccessibilityTree { .. } | Tool::Info {}
+            Tool::Screenshot {}
+                | Tool::Wait { .. }
+                | Tool::Done {}
+                | Tool::Fail { .. }
+                | Tool::AccessibilityTree { .. }
+                | Tool::Info {}
         )
     }
 }
@@ -847,6 +852,10 @@ impl VmBackend {
                     "server_pid": pid,
                     "shared_memory": shm,
                     "xauthority": xauthority,
+                    "accessibility_bus": s.a11y_address,
+                    "session_bus": s.shared.as_ref().and_then(|d| {
+                        d.env.iter().find(|(k, _)| k == "DBUS_SESSION_BUS_ADDRESS").map(|(_, v)| v.clone())
+                    }),
                 }))
             }
         }

@@ -2,20 +2,19 @@
 //! Xvfb and stopped with it, so that the programs on one desktop are seen by its accessibility
 //! tree ([`crate::Accessibility`]) and by nobody else's.
 //!
-//! Both live in a private runtime directory (mode 0700, removed with the desktop), which is the
-//! programs' `XDG_RUNTIME_DIR`: the session bus listens on `<dir>/bus`, and AT-SPI's bus
+//! Both live in the desktop's private directory (mode 0700, removed with the desktop), which is
+//! the programs' `XDG_RUNTIME_DIR`: the session bus listens on `<dir>/bus`, and AT-SPI's bus
 //! launcher (`at-spi-bus-launcher`, Debian `at-spi2-core`), started on that session bus, puts
 //! the accessibility bus at `<dir>/at-spi/bus_<display>` and registers `org.a11y.Bus` on the
 //! session bus. The registry daemon is started by D-Bus activation when the first application
 //! registers. Every process involved is started through [`Programs`], so it carries the
 //! desktop's mark and dies with the desktop's programs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::programs::Programs;
-use crate::xvfb::private_dir;
 
 /// How long a bus may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,12 +22,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const LAUNCHERS: &[&str] =
     &["/usr/libexec/at-spi-bus-launcher", "/usr/lib/at-spi2-core/at-spi-bus-launcher", "/usr/lib/at-spi-bus-launcher"];
 /// What to tell whoever asks for accessibility on a machine without the buses.
-pub const A11Y_INSTALL_HINT: &str = "the accessibility buses need dbus and at-spi2-core: apt-get install dbus-daemon at-spi2-core";
+pub const A11Y_INSTALL_HINT: &str =
+    "the accessibility buses need dbus and at-spi2-core: apt-get install dbus-daemon at-spi2-core";
 
 /// A desktop's buses: see the module documentation.
 #[derive(Debug)]
 pub(crate) struct Buses {
-    dir: PathBuf,
     session: String,
     accessibility: String,
 }
@@ -37,27 +36,23 @@ impl Buses {
     /// Starts the session bus and the accessibility bus for the desktop `display` (`:3`), as
     /// programs of `programs`, and waits until both accept connections.
     pub(crate) fn start(programs: &mut Programs, display: &str) -> Result<Buses> {
-        let failed = |what: &str, e: std::io::Error| Error::Accessibility(format!("cannot {what}: {e}"));
         let launcher = LAUNCHERS
             .iter()
             .map(Path::new)
             .find(|p| p.is_file())
             .ok_or_else(|| Error::Accessibility(A11Y_INSTALL_HINT.into()))?;
-        let dir = private_dir("agentflow-desktop").map_err(|e| failed("make the buses' directory", e))?;
-        let mut buses = Buses {
-            session: format!("unix:path={}", dir.join("bus").display()),
-            accessibility: String::new(),
-            dir,
-        };
+        let dir = programs.dir().to_owned();
         let number = display.trim_start_matches(':').split('.').next().unwrap_or_default();
-        let a11y_socket = buses.dir.join("at-spi").join(format!("bus_{number}"));
-        buses.accessibility = format!("unix:path={}", a11y_socket.display());
-        programs.set("XDG_RUNTIME_DIR", buses.dir.as_os_str());
+        let a11y_socket = dir.join("at-spi").join(format!("bus_{number}"));
+        let buses = Buses {
+            session: format!("unix:path={}", dir.join("bus").display()),
+            accessibility: format!("unix:path={}", a11y_socket.display()),
+        };
 
         let mut daemon = programs.command("dbus-daemon");
         daemon.args(["--session", "--nofork", "--nopidfile", "--nosyslog"]).arg(format!("--address={}", buses.session));
         let pid = programs.spawn(daemon).map_err(|_| Error::Accessibility(A11Y_INSTALL_HINT.into()))?;
-        wait_for_socket(&buses.dir.join("bus"), programs, pid, "dbus-daemon")?;
+        wait_for_socket(&dir.join("bus"), programs, pid, "dbus-daemon")?;
 
         programs.set("DBUS_SESSION_BUS_ADDRESS", &buses.session);
         let mut bus_launcher = programs.command(&launcher.to_string_lossy());
@@ -72,7 +67,6 @@ impl Buses {
     pub(crate) fn export(&self, programs: &mut Programs) {
         programs.set("DBUS_SESSION_BUS_ADDRESS", &self.session);
         programs.set("AT_SPI_BUS_ADDRESS", &self.accessibility);
-        programs.set("XDG_RUNTIME_DIR", self.dir.as_os_str());
         programs.set("GTK_MODULES", "gail:atk-bridge");
         programs.set("QT_LINUX_ACCESSIBILITY_ALWAYS_ON", "1");
         programs.set("QT_ACCESSIBILITY", "1");
@@ -84,13 +78,6 @@ impl Buses {
     /// The accessibility bus's address.
     pub(crate) fn accessibility(&self) -> &str {
         &self.accessibility
-    }
-}
-
-impl Drop for Buses {
-    fn drop(&mut self) {
-        // The daemons were killed with the desktop's programs; their sockets stay behind.
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -107,7 +94,10 @@ fn wait_for_socket(socket: &Path, programs: &mut Programs, pid: u32, name: &str)
             return Err(Error::Accessibility(format!("{name} exited ({status}): {said}")));
         }
         if Instant::now() >= deadline {
-            return Err(Error::Accessibility(format!("{name} did not listen on {} in {READY_TIMEOUT:?}", socket.display())));
+            return Err(Error::Accessibility(format!(
+                "{name} did not listen on {} in {READY_TIMEOUT:?}",
+                socket.display()
+            )));
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(10));

@@ -128,7 +128,7 @@ impl Desktop {
         Ok(programs
             .env()
             .iter()
-            .filter(|(k, _)| !matches!(k.to_str(), Some("PATH" | "HOME" | "USER" | "LOGNAME" | "LANG" | "LC_ALL" | "TZ" | "SHELL" | crate::programs::MARK)))
+            .filter(|(k, _)| !crate::programs::OWN.contains(&k.to_str().unwrap_or_default()))
             .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
             .collect())
     }
@@ -190,7 +190,9 @@ impl Desktop {
         // One request per window, all sent before the first reply is read: one round trip.
         let asked: Vec<_> = found
             .iter()
-            .map(|&w| self.conn.res_query_client_ids(&[ClientIdSpec { client: w, mask: ClientIdMask::LOCAL_CLIENT_PID }]))
+            .map(|&w| {
+                self.conn.res_query_client_ids(&[ClientIdSpec { client: w, mask: ClientIdMask::LOCAL_CLIENT_PID }])
+            })
             .collect::<Result<Vec<_>, _>>()
             .on(d)?;
         let mut windows: Vec<WindowInfo> = Vec::new();

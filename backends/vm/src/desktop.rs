@@ -25,13 +25,13 @@ use x11rb::reexports::x11rb_protocol::parse_display::ConnectAddress;
 use x11rb::rust_connection::{DefaultStream, RustConnection};
 use x11rb::CURRENT_TIME;
 
+use crate::a11y::Buses;
 use crate::display::DisplayName;
 use crate::error::{Error, Result};
 use crate::keymap::{Keymap, Plan, Stroke};
 use crate::keys::Key;
-use crate::screenshot::{encode_png, Frame, PixelFormat, Screenshot};
-use crate::a11y::Buses;
 use crate::programs::Programs;
+use crate::screenshot::{encode_png, Frame, PixelFormat, Screenshot};
 use crate::xvfb::{Xvfb, COOKIE_PROTOCOL};
 
 /// Intermediate pointer positions between the ends of a drag, so that toolkits see a motion.

@@ -12,11 +12,12 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::xvfb::{anonymous_file, file_tail, random_bytes};
+use crate::xvfb::{anonymous_file, file_tail, private_dir, random_bytes};
 
 /// The variable that marks a desktop's processes.
 pub(crate) const MARK: &str = "AGENTFLOW_DESKTOP";
@@ -27,6 +28,23 @@ const STDERR_TAIL: usize = 1024;
 
 /// The host variables a program keeps.
 const KEPT: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "SHELL"];
+/// The variables that are the desktop's own business, not given to a shell that shares it: the
+/// host's, the mark, and the private directories.
+pub(crate) const OWN: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "SHELL",
+    MARK,
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+];
 
 /// A launched program.
 #[derive(Debug)]
@@ -40,6 +58,9 @@ struct Launched {
 #[derive(Debug)]
 pub(crate) struct Programs {
     token: String,
+    /// The desktop's private directory (mode 0700): its programs' `XDG_RUNTIME_DIR`, with their
+    /// config, cache and data homes in it; removed once they are all gone.
+    dir: PathBuf,
     env: Vec<(OsString, OsString)>,
     children: Vec<Launched>,
 }
@@ -53,8 +74,19 @@ impl Programs {
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
         }
-        let mut programs = Programs { token, env, children: Vec::new() };
+        let dir = private_dir("agentflow-desktop")
+            .map_err(|e| Error::Launch(format!("cannot make the desktop's directory: {e}")))?;
+        let mut programs = Programs { token, env, dir, children: Vec::new() };
         programs.set("DISPLAY", display);
+        // The programs' settings and caches stay with the desktop (openbox writes its log there;
+        // apps their recent files), not in the host user's home.
+        programs.set("XDG_RUNTIME_DIR", programs.dir.clone());
+        for (name, sub) in [("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache"), ("XDG_DATA_HOME", "data")] {
+            let path = programs.dir.join(sub);
+            // Without it, a program makes it or does without.
+            let _ = std::fs::create_dir(&path);
+            programs.set(name, path);
+        }
         if let Some(file) = xauthority {
             programs.set("XAUTHORITY", file);
         }
@@ -70,6 +102,11 @@ impl Programs {
             Some(entry) => entry.1 = value,
             None => self.env.push((name.into(), value)),
         }
+    }
+
+    /// The desktop's private directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The environment a program of this desktop starts with.
@@ -98,7 +135,8 @@ impl Programs {
         let stderr = anonymous_file().map_err(|e| Error::Launch(format!("cannot make a file for stderr: {e}")))?;
         let err = stderr.try_clone().map_err(|e| Error::Launch(format!("cannot keep stderr: {e}")))?;
         command.stdout(Stdio::null()).stderr(Stdio::from(err));
-        let child = command.spawn().map_err(|e| Error::Launch(format!("cannot start {:?}: {e}", command.get_program())))?;
+        let child =
+            command.spawn().map_err(|e| Error::Launch(format!("cannot start {:?}: {e}", command.get_program())))?;
         let pid = child.id();
         self.children.push(Launched { child, stderr });
         Ok(pid)
@@ -150,6 +188,7 @@ impl Programs {
 impl Drop for Programs {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

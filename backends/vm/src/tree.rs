@@ -96,8 +96,9 @@ struct Node {
     states: StateSet,
     ifaces: InterfaceSet,
     children: Vec<usize>,
-    /// Children the object says it has.
-    child_count: usize,
+    /// Children the object says it has; `None` when it does not say (-1: it manages its
+    /// descendants, which the cache leaves out).
+    child_count: Option<usize>,
     /// What is asked for after the structure.
     extras: Extras,
 }
@@ -115,11 +116,28 @@ impl Accessibility {
     pub async fn connect(address: &str) -> Result<Accessibility> {
         let failed = |e: zbus::Error| Error::Accessibility(format!("cannot connect to the accessibility bus: {e}"));
         let conn = zbus::connection::Builder::address(address).map_err(failed)?.build().await.map_err(failed)?;
+        // Applications fill and serve their caches only once a client listens to changes.
+        let registry = ObjectRefOwned::from_static_str_unchecked("org.a11y.atspi.Registry", "/org/a11y/atspi/registry");
+        let events: &[&str] = &[];
+        Self::call::<_, ()>(
+            &conn,
+            &registry,
+            "org.a11y.atspi.Registry",
+            "RegisterEvent",
+            &("object:children-changed", events, ""),
+        )
+        .await?;
         Ok(Accessibility { conn })
     }
 
     /// Calls `method` of `iface` on `object`, deserialising the reply.
-    async fn call<B, R>(conn: &zbus::Connection, object: &ObjectRefOwned, iface: &str, method: &str, body: &B) -> Result<R>
+    async fn call<B, R>(
+        conn: &zbus::Connection,
+        object: &ObjectRefOwned,
+        iface: &str,
+        method: &str,
+        body: &B,
+    ) -> Result<R>
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
         R: DeserializeOwned + zbus::zvariant::Type,
@@ -135,7 +153,8 @@ impl Accessibility {
 
     /// Reads the tree.
     pub async fn tree(&self, options: &TreeOptions) -> Result<Tree> {
-        let root = ObjectRefOwned::from_static_str_unchecked("org.a11y.atspi.Registry", "/org/a11y/atspi/accessible/root");
+        let root =
+            ObjectRefOwned::from_static_str_unchecked("org.a11y.atspi.Registry", "/org/a11y/atspi/accessible/root");
         let apps: Vec<ObjectRefOwned> =
             Self::call(&self.conn, &root, "org.a11y.atspi.Accessible", "GetChildren", &()).await?;
         let mut nodes: Vec<Node> = Vec::new();
@@ -215,73 +234,80 @@ impl Accessibility {
     }
 }
 
+/// Objects read per application at most, whatever `max_nodes` says (a spreadsheet's cells).
+const READ_BUDGET: usize = 20_000;
+
 /// Reads one application's objects: its bus name and its nodes, the application first.
+///
+/// The structure is the application's children lists (`GetChildren`, the order an agent walking
+/// the tree sees, as pyatspi does), asked for every object that has children, a level at a
+/// time with the whole level in flight; what each object is (role, name, states, interfaces,
+/// child count) comes from the application's cache, read once (`GetItems`), and only an object
+/// the cache lacks (the cells of a table that manages its descendants) is asked for. The
+/// cache's own parent links are not used: GTK files a popover under the widget it pops from,
+/// while the children lists put it under its window.
 async fn read_app(conn: &zbus::Connection, app: ObjectRefOwned) -> Result<(String, Vec<Node>)> {
     let bus = app.name_as_str().unwrap_or_default().to_owned();
-    let cache_ref = ObjectRefOwned::from_static_str_unchecked("", "/org/a11y/atspi/cache");
-    let cache_ref = with_name(&cache_ref, &bus);
+    let cache_ref = with_name(&ObjectRefOwned::from_static_str_unchecked("", "/org/a11y/atspi/cache"), &bus);
     let items: Vec<CacheItem> =
         Accessibility::call(conn, &cache_ref, "org.a11y.atspi.Cache", "GetItems", &()).await.unwrap_or_default();
-    let mut nodes = Vec::with_capacity(items.len() + 1);
-    let mut index: HashMap<String, usize> = HashMap::with_capacity(items.len() + 1);
-    // The application itself: from the cache if it is there, else asked.
-    let app_item = items.iter().find(|it| it.object.path_as_str() == app.path_as_str());
-    let root = match app_item {
-        Some(item) => node_of(item),
+    let cached: HashMap<&str, &CacheItem> = items.iter().map(|it| (it.object.path_as_str(), it)).collect();
+    let node = |object: ObjectRefOwned| cached.get(object.path_as_str()).map(|item| node_of(item));
+    let root = match node(app.clone()) {
+        Some(root) => root,
         None => describe(conn, app.clone()).await?,
     };
-    index.insert(root.object.path_as_str().to_owned(), 0);
-    nodes.push(root);
-    let mut placed: Vec<(usize, i32, String)> = Vec::with_capacity(items.len());
-    for item in &items {
-        if item.object.path_as_str() == app.path_as_str() {
-            continue;
-        }
-        index.insert(item.object.path_as_str().to_owned(), nodes.len());
-        placed.push((nodes.len(), item.index, item.parent.path_as_str().to_owned()));
-        nodes.push(node_of(item));
-    }
-    let mut by_parent: HashMap<usize, Vec<(i32, usize)>> = HashMap::new();
-    for (i, at, parent) in placed {
-        if let Some(&p) = index.get(&parent) {
-            by_parent.entry(p).or_default().push((at, i));
-        }
-    }
-    for (p, mut children) in by_parent {
-        children.sort_unstable();
-        nodes[p].children = children.into_iter().map(|(_, i)| i).collect();
-    }
-    // Objects with children the cache does not list: asked for, level by level.
-    let mut pending: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].children.len() < nodes[i].child_count).collect();
-    let mut budget = 20_000usize;
-    while let Some(p) = pending.pop() {
-        let object = nodes[p].object.clone();
-        let Ok(children) =
-            Accessibility::call::<_, Vec<ObjectRefOwned>>(conn, &object, "org.a11y.atspi.Accessible", "GetChildren", &())
-                .await
-        else {
-            continue;
-        };
-        let mut ids = Vec::with_capacity(children.len());
-        for child in children.into_iter().take(MAX_CHILDREN + 1) {
-            if budget == 0 {
-                break;
-            }
-            budget -= 1;
-            if let Some(&known) = index.get(child.path_as_str()) {
-                ids.push(known);
+    let mut nodes = vec![root];
+    // (node, depth) whose children are still to be asked for.
+    let mut level = vec![(0usize, 1usize)];
+    while !level.is_empty() && nodes.len() < READ_BUDGET {
+        let mut asks = JoinSet::new();
+        for &(i, depth) in &level {
+            if depth >= MAX_DEPTH || nodes[i].child_count == Some(0) {
                 continue;
             }
-            let Ok(node) = describe(conn, child).await else { continue };
-            let i = nodes.len();
-            index.insert(node.object.path_as_str().to_owned(), i);
-            if node.child_count > 0 {
-                pending.push(i);
-            }
-            nodes.push(node);
-            ids.push(i);
+            let (conn, object) = (conn.clone(), nodes[i].object.clone());
+            asks.spawn(async move {
+                let children: Result<Vec<ObjectRefOwned>> =
+                    Accessibility::call(&conn, &object, "org.a11y.atspi.Accessible", "GetChildren", &()).await;
+                (i, depth, children)
+            });
         }
-        nodes[p].children = ids;
+        let mut listed = Vec::new();
+        while let Some(done) = asks.join_next().await {
+            if let Ok((i, depth, Ok(children))) = done {
+                listed.push((i, depth, children));
+            }
+        }
+        // In the order of the level, so that the tree's order does not depend on the replies'.
+        listed.sort_unstable_by_key(|&(i, _, _)| i);
+        let mut next = Vec::new();
+        let mut described = JoinSet::new();
+        for (parent, depth, children) in listed {
+            for child in children.into_iter().take(MAX_CHILDREN + 1) {
+                if nodes.len() >= READ_BUDGET {
+                    break;
+                }
+                let at = nodes.len();
+                match node(child.clone()) {
+                    Some(n) => nodes.push(n),
+                    None => {
+                        // A place held for it, filled in below.
+                        nodes.push(placeholder(child.clone()));
+                        let conn = conn.clone();
+                        described.spawn(async move { (at, describe(&conn, child).await) });
+                    }
+                }
+                nodes[parent].children.push(at);
+                next.push((at, depth + 1));
+            }
+        }
+        while let Some(done) = described.join_next().await {
+            if let Ok((at, Ok(n))) = done {
+                nodes[at] = n;
+            }
+        }
+        level = next;
     }
     // Each role's name, asked once per role of the application, all at once.
     let mut asks = JoinSet::new();
@@ -308,10 +334,26 @@ async fn read_app(conn: &zbus::Connection, app: ObjectRefOwned) -> Result<(Strin
     Ok((bus, nodes))
 }
 
+/// An object that could not be described: no role, no children.
+fn placeholder(object: ObjectRefOwned) -> Node {
+    Node {
+        object,
+        role: Role::Invalid,
+        role_name: None,
+        name: String::new(),
+        states: StateSet::empty(),
+        ifaces: InterfaceSet::default(),
+        children: Vec::new(),
+        child_count: Some(0),
+        extras: Extras::default(),
+    }
+}
+
 /// `object` on the bus `name`.
 fn with_name(object: &ObjectRefOwned, name: &str) -> ObjectRefOwned {
     ObjectRefOwned::from(atspi::ObjectRef::new_owned(
-        zbus::names::UniqueName::try_from(name.to_owned()).unwrap_or_else(|_| zbus::names::UniqueName::from_static_str_unchecked(":0.0")),
+        zbus::names::UniqueName::try_from(name.to_owned())
+            .unwrap_or_else(|_| zbus::names::UniqueName::from_static_str_unchecked(":0.0")),
         object.path().clone(),
     ))
 }
@@ -321,11 +363,13 @@ fn node_of(item: &CacheItem) -> Node {
         object: item.object.clone(),
         role: item.role,
         role_name: None,
-        name: item.name.clone(),
+        // The item's first string is the object's name; what atspi calls `name` is the
+        // description (the wire signature is `((so)(so)(so)iiassusau)`: name, role, description).
+        name: item.short_name.clone(),
         states: item.states,
         ifaces: item.ifaces,
         children: Vec::new(),
-        child_count: usize::try_from(item.children).unwrap_or(0),
+        child_count: usize::try_from(item.children).ok(),
         extras: Extras::default(),
     }
 }
@@ -348,13 +392,18 @@ async fn describe(conn: &zbus::Connection, object: ObjectRefOwned) -> Result<Nod
         states: states.unwrap_or_else(|_| StateSet::empty()),
         ifaces: ifaces.unwrap_or_default(),
         children: Vec::new(),
-        child_count: usize::try_from(count.unwrap_or(0)).unwrap_or(0),
+        child_count: count.ok().and_then(|n| usize::try_from(n).ok()),
         extras: Extras::default(),
     })
 }
 
 /// One D-Bus property.
-async fn property<T: TryFrom<OwnedValue>>(conn: &zbus::Connection, object: &ObjectRefOwned, iface: &str, name: &str) -> Result<T> {
+async fn property<T: TryFrom<OwnedValue>>(
+    conn: &zbus::Connection,
+    object: &ObjectRefOwned,
+    iface: &str,
+    name: &str,
+) -> Result<T> {
     let value: OwnedValue =
         Accessibility::call(conn, object, "org.freedesktop.DBus.Properties", "Get", &(iface, name)).await?;
     T::try_from(value).map_err(|_| Error::Accessibility(format!("{iface}.{name} has an unexpected type")))
@@ -382,14 +431,20 @@ async fn fetch_extras(conn: &zbus::Connection, nodes: &mut [Node], kept: &[usize
 async fn extras(conn: &zbus::Connection, object: &ObjectRefOwned, ifaces: InterfaceSet, states: StateSet) -> Extras {
     let shown = states.contains(State::Visible) && states.contains(State::Showing);
     let attributes = async {
-        Accessibility::call::<_, HashMap<String, String>>(conn, object, "org.a11y.atspi.Accessible", "GetAttributes", &())
-            .await
-            .map(|map| {
-                let mut pairs: Vec<_> = map.into_iter().collect();
-                pairs.sort();
-                pairs
-            })
-            .unwrap_or_default()
+        Accessibility::call::<_, HashMap<String, String>>(
+            conn,
+            object,
+            "org.a11y.atspi.Accessible",
+            "GetAttributes",
+            &(),
+        )
+        .await
+        .map(|map| {
+            let mut pairs: Vec<_> = map.into_iter().collect();
+            pairs.sort();
+            pairs
+        })
+        .unwrap_or_default()
     };
     let extents = async {
         if !(shown && ifaces.contains(Interface::Component)) {
@@ -409,15 +464,10 @@ async fn extras(conn: &zbus::Connection, object: &ObjectRefOwned, ifaces: Interf
         if !ifaces.contains(Interface::Value) {
             return None;
         }
-        let all: HashMap<String, OwnedValue> = Accessibility::call(
-            conn,
-            object,
-            "org.freedesktop.DBus.Properties",
-            "GetAll",
-            &("org.a11y.atspi.Value",),
-        )
-        .await
-        .ok()?;
+        let all: HashMap<String, OwnedValue> =
+            Accessibility::call(conn, object, "org.freedesktop.DBus.Properties", "GetAll", &("org.a11y.atspi.Value",))
+                .await
+                .ok()?;
         let get = |k: &str| all.get(k).and_then(|v| f64::try_from(v).ok());
         Some([get("CurrentValue"), get("MinimumValue"), get("MaximumValue"), get("MinimumIncrement")])
     };
@@ -460,8 +510,14 @@ fn write_node(xml: &mut String, nodes: &[Node], i: usize, keep: &std::collection
             }
         }
     }
-    let text: String =
-        node.extras.text.as_deref().unwrap_or_default().chars().filter(|&c| c != '\u{fffc}' && c != '\u{fffd}').collect();
+    let text: String = node
+        .extras
+        .text
+        .as_deref()
+        .unwrap_or_default()
+        .chars()
+        .filter(|&c| c != '\u{fffc}' && c != '\u{fffd}')
+        .collect();
     let children: Vec<usize> = node.children.iter().copied().filter(|c| keep.contains(c)).collect();
     if text.is_empty() && children.is_empty() {
         xml.push_str("/>");
@@ -511,7 +567,11 @@ fn python_float(v: f64) -> String {
     } else if v.is_nan() {
         "nan".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
+        if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         format!("{v}")
     }

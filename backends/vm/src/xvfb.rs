@@ -67,8 +67,7 @@ impl Authority {
         let mut cookie = [0u8; 16];
         // No weaker fallback: a guessable cookie is no protection.
         random_bytes(&mut cookie).map_err(|e| failed("draw a random X cookie", e))?;
-        let dir = private_dir("agentflow-xauth")
-            .map_err(|e| failed("make a private directory for the X cookie", e))?;
+        let dir = private_dir("agentflow-xauth").map_err(|e| failed("make a private directory for the X cookie", e))?;
         let auth = Authority { file: dir.join("Xauthority"), dir, cookie };
         let mut entry = Vec::with_capacity(64);
         entry.extend_from_slice(&FAMILY_WILD.to_be_bytes());
