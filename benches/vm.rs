@@ -92,9 +92,17 @@ fn bench(c: &mut Criterion, name: &str, mut f: impl FnMut()) {
             total
         })
     });
+    percentiles(name, &mut samples, "iterations");
+}
+
+/// Prints the p10/p50/p90 of `samples` (none when the bench was filtered out).
+fn percentiles(name: &str, samples: &mut [Duration], what: &str) {
+    if samples.is_empty() {
+        return;
+    }
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
-    println!("{name}: p10 {:.3?}  p50 {:.3?}  p90 {:.3?}  ({} iterations)", at(0.1), at(0.5), at(0.9), samples.len());
+    println!("{name}: p10 {:.3?}  p50 {:.3?}  p90 {:.3?}  ({} {what})", at(0.1), at(0.5), at(0.9), samples.len());
 }
 
 /// Waits until windows cover most of the `bare` screen and two captures 100 ms apart are
@@ -268,6 +276,7 @@ fn main() {
 /// The accessibility tree of `gtk3-widget-factory` (about 260 objects) on a private desktop with
 /// its buses, through the engine; and what the buses add to a session's start.
 fn accessibility(rt: &tokio::runtime::Runtime, c: &mut Criterion) {
+    let _runtime = rt.enter();
     let engine = Engine::builder().backend(Arc::new(VmBackend::new(serde_json::Map::new()).unwrap())).build().unwrap();
     let create = |worker: &str, config: Value| {
         let req: CreateSessionRequest =
@@ -320,9 +329,7 @@ fn accessibility(rt: &tokio::runtime::Runtime, c: &mut Criterion) {
                 total
             })
         });
-        samples.sort_unstable();
-        let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
-        println!("{name}: p10 {:.3?}  p50 {:.3?}  p90 {:.3?}  ({} starts)", at(0.1), at(0.5), at(0.9), samples.len());
+        percentiles(name, &mut samples, "starts");
     }
     rt.block_on(engine.shutdown(false, true));
 }

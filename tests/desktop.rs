@@ -435,3 +435,24 @@ async fn the_tree_holds_what_pyatspi_walks() {
     assert_eq!(ours, walked);
     ok(engine.destroy_session(worker, "vm").await);
 }
+
+#[tokio::test]
+async fn an_operator_can_keep_sessions_from_running_programs() {
+    let policy = object(json!({"programs": false}));
+    let vm = VmBackend::with_policy(object(json!({"screen_size": [640, 480]})), policy).unwrap();
+    let engine = Engine::builder().backend(Arc::new(vm)).build().unwrap();
+    let worker = "desktop-no-programs";
+    let witness = std::env::temp_dir().join(format!("agentflow-witness-{}", std::process::id()));
+    let touch = format!("touch {}", witness.display());
+    let refused = create_session(&engine, worker, "vm", json!({"startup": [touch]})).await;
+    assert_eq!((refused.code, refused.data["field"].as_str()), (1006, Some("startup")), "{refused:?}");
+    assert_eq!(create_session(&engine, worker, "vm", json!({"accessibility": false})).await.code, 0);
+    let launched = engine.execute(worker, "vm:launch", json!({"command": touch})).await;
+    assert_eq!((launched.code, launched.data["field"].as_str()), (1006, Some("command")), "{launched:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!witness.exists(), "a refused program ran");
+    // An operator default the policy refuses is a configuration error.
+    let bad = VmBackend::with_policy(object(json!({"startup": ["xterm"]})), object(json!({"programs": false})));
+    assert!(bad.is_err());
+    ok(engine.destroy_session(worker, "vm").await);
+}

@@ -256,6 +256,8 @@ struct Policy {
     /// [width, height]: the largest screen a session may ask for
     #[schemars(length(min = 2, max = 2))]
     screen_size: Option<Vec<u64>>,
+    /// whether sessions may run programs on their desktops (`startup`, `vm:launch`); default true
+    programs: Option<bool>,
 }
 
 /// The session config keys, as the config arrives; checked against this type's schema, so an
@@ -489,6 +491,8 @@ pub struct VmBackend {
     allowed_displays: Vec<(String, DisplayName)>,
     /// The largest screen a session may ask for (`resources.vm.policy.screen_size`).
     max_screen: (u32, u32),
+    /// Whether sessions may run programs (`resources.vm.policy.programs`).
+    programs: bool,
 }
 
 impl VmBackend {
@@ -531,7 +535,8 @@ impl VmBackend {
                 .collect::<Result<_>>()?,
             Some(v) => return Err(config("allowed_displays", format!("expected a list of X display names, got {v}"))),
         };
-        let backend = VmBackend { defaults, allowed_displays, max_screen };
+        let programs = policy.programs.unwrap_or(true);
+        let backend = VmBackend { defaults, allowed_displays, max_screen, programs };
         backend.check_policy(&cfg).map_err(|e| match e {
             Error::Policy { field, reason } => config(&field, reason),
             other => other,
@@ -551,6 +556,9 @@ impl VmBackend {
                      the operator raises the ceiling with resources.vm.policy.screen_size"
                 ),
             ));
+        }
+        if !self.programs && !cfg.startup.is_empty() {
+            return Err(programs_refused("startup"));
         }
         let Some(display) = &cfg.display else { return Ok(()) };
         let name = DisplayName::parse(display)
@@ -578,6 +586,15 @@ impl VmBackend {
         }
         Ok(())
     }
+}
+
+/// A program refused by the operator's policy (1006 naming `field`).
+fn programs_refused(field: &str) -> Error {
+    Error::policy(
+        field,
+        "this server runs no programs on sessions' desktops (they would run unjailed, as the server's \
+         user); the operator allows them with resources.vm.policy.programs",
+    )
 }
 
 fn xy(data: (i64, i64)) -> Value {
@@ -809,6 +826,9 @@ impl VmBackend {
                 Ok(json!({ "keys": names }))
             }
             Tool::Launch { command, wait_for_window } => {
+                if !self.programs {
+                    return Err(programs_refused("command"));
+                }
                 let s = session()?;
                 let deadline = Instant::now() + ctx.timeout.unwrap_or(DEFAULT_WINDOW_WAIT);
                 let (pid, window) = s
