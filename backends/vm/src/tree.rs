@@ -82,6 +82,9 @@ pub struct Tree {
 #[derive(Debug, Clone)]
 pub struct Accessibility {
     conn: zbus::Connection,
+    /// Direct connections to applications (AT-SPI's peer-to-peer sockets), by bus name: calls
+    /// to an application then skip the bus daemon.
+    peers: std::sync::Arc<parking_lot::Mutex<HashMap<String, zbus::Connection>>>,
 }
 
 /// One object, as far as it is known.
@@ -127,7 +130,7 @@ impl Accessibility {
             &("object:children-changed", events, ""),
         )
         .await?;
-        Ok(Accessibility { conn })
+        Ok(Accessibility { conn, peers: Default::default() })
     }
 
     /// Calls `method` of `iface` on `object`, deserialising the reply.
@@ -157,32 +160,28 @@ impl Accessibility {
             ObjectRefOwned::from_static_str_unchecked("org.a11y.atspi.Registry", "/org/a11y/atspi/accessible/root");
         let apps: Vec<ObjectRefOwned> =
             Self::call(&self.conn, &root, "org.a11y.atspi.Accessible", "GetChildren", &()).await?;
-        let mut nodes: Vec<Node> = Vec::new();
-        let mut app_roots = Vec::new();
+        self.forget_apps_but(&apps);
         let mut reads = JoinSet::new();
-        for app in apps {
-            let conn = self.conn.clone();
-            reads.spawn(async move { read_app(&conn, app).await });
+        for (at, app) in apps.into_iter().enumerate() {
+            let (a11y, wanted) = (self.clone(), options.app.clone());
+            reads.spawn(async move { (at, a11y.read_app(app, wanted.as_deref()).await) });
         }
         let mut read = Vec::new();
         while let Some(done) = reads.join_next().await {
             // An application that died or hangs is left out, not the whole tree.
-            if let Ok(Ok(app)) = done {
-                read.push(app);
+            if let Ok((at, Ok(app_nodes))) = done {
+                read.push((at, app_nodes));
             }
         }
-        // The registry's order, which `read` lost: by the application's bus name, stable.
-        read.sort_by(|a, b| a.0.cmp(&b.0));
+        // In the registry's order.
+        read.sort_unstable_by_key(|(at, _)| *at);
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut app_roots = Vec::new();
         for (_, app_nodes) in read {
-            let base = nodes.len();
             if app_nodes.is_empty() {
                 continue;
             }
-            if let Some(wanted) = &options.app {
-                if app_nodes[0].name != *wanted {
-                    continue;
-                }
-            }
+            let base = nodes.len();
             app_roots.push(base);
             nodes.extend(app_nodes.into_iter().map(|mut n| {
                 n.children.iter_mut().for_each(|c| *c += base);
@@ -212,7 +211,6 @@ impl Accessibility {
                 stack.push((c, depth + 1));
             }
         }
-        fetch_extras(&self.conn, &mut nodes, &kept).await;
         let keep: std::collections::HashSet<usize> = kept.iter().copied().collect();
         let mut xml = String::with_capacity(kept.len() * 160);
         xml.push_str("<desktop-frame");
@@ -237,102 +235,169 @@ impl Accessibility {
 /// Objects read per application at most, whatever `max_nodes` says (a spreadsheet's cells).
 const READ_BUDGET: usize = 20_000;
 
-/// Reads one application's objects: its bus name and its nodes, the application first.
-///
-/// The structure is the application's children lists (`GetChildren`, the order an agent walking
-/// the tree sees, as pyatspi does), asked for every object that has children, a level at a
-/// time with the whole level in flight; what each object is (role, name, states, interfaces,
-/// child count) comes from the application's cache, read once (`GetItems`), and only an object
-/// the cache lacks (the cells of a table that manages its descendants) is asked for. The
-/// cache's own parent links are not used: GTK files a popover under the widget it pops from,
-/// while the children lists put it under its window.
-async fn read_app(conn: &zbus::Connection, app: ObjectRefOwned) -> Result<(String, Vec<Node>)> {
-    let bus = app.name_as_str().unwrap_or_default().to_owned();
-    let cache_ref = with_name(&ObjectRefOwned::from_static_str_unchecked("", "/org/a11y/atspi/cache"), &bus);
-    let items: Vec<CacheItem> =
-        Accessibility::call(conn, &cache_ref, "org.a11y.atspi.Cache", "GetItems", &()).await.unwrap_or_default();
-    let cached: HashMap<&str, &CacheItem> = items.iter().map(|it| (it.object.path_as_str(), it)).collect();
-    let node = |object: ObjectRefOwned| cached.get(object.path_as_str()).map(|item| node_of(item));
-    let root = match node(app.clone()) {
-        Some(root) => root,
-        None => describe(conn, app.clone()).await?,
-    };
-    let mut nodes = vec![root];
-    // (node, depth) whose children are still to be asked for.
-    let mut level = vec![(0usize, 1usize)];
-    while !level.is_empty() && nodes.len() < READ_BUDGET {
-        let mut asks = JoinSet::new();
-        for &(i, depth) in &level {
-            if depth >= MAX_DEPTH || nodes[i].child_count == Some(0) {
-                continue;
-            }
-            let (conn, object) = (conn.clone(), nodes[i].object.clone());
-            asks.spawn(async move {
-                let children: Result<Vec<ObjectRefOwned>> =
-                    Accessibility::call(&conn, &object, "org.a11y.atspi.Accessible", "GetChildren", &()).await;
-                (i, depth, children)
-            });
+/// A call made while reading an application, and its answer.
+enum Done {
+    Children(usize, Result<Vec<ObjectRefOwned>>),
+    Described(usize, Result<Node>),
+    Extras(usize, Extras),
+    RoleName(Role, Result<String>),
+}
+
+/// A call to make.
+enum Job {
+    Children(usize),
+    Describe(usize, ObjectRefOwned),
+    RoleName(Role, ObjectRefOwned),
+    Extras(usize),
+}
+
+impl Accessibility {
+    /// The connection to use for `app`: a direct one when the application offers it (asked
+    /// once per application), else the bus.
+    async fn app_connection(&self, app: &ObjectRefOwned) -> zbus::Connection {
+        let Some(bus) = app.name_as_str() else { return self.conn.clone() };
+        if let Some(peer) = self.peers.lock().get(bus) {
+            return peer.clone();
         }
-        let mut listed = Vec::new();
-        while let Some(done) = asks.join_next().await {
-            if let Ok((i, depth, Ok(children))) = done {
-                listed.push((i, depth, children));
-            }
-        }
-        // In the order of the level, so that the tree's order does not depend on the replies'.
-        listed.sort_unstable_by_key(|&(i, _, _)| i);
-        let mut next = Vec::new();
-        let mut described = JoinSet::new();
-        for (parent, depth, children) in listed {
-            for child in children.into_iter().take(MAX_CHILDREN + 1) {
-                if nodes.len() >= READ_BUDGET {
-                    break;
+        let address: Result<String> =
+            Self::call(&self.conn, app, "org.a11y.atspi.Application", "GetApplicationBusAddress", &()).await;
+        let peer = match address {
+            Ok(address) if !address.is_empty() => match zbus::connection::Builder::address(address.as_str()) {
+                Ok(builder) => {
+                    tokio::time::timeout(CALL_TIMEOUT, builder.p2p().build()).await.ok().and_then(|c| c.ok())
                 }
-                let at = nodes.len();
-                match node(child.clone()) {
-                    Some(n) => nodes.push(n),
-                    None => {
-                        // A place held for it, filled in below.
-                        nodes.push(placeholder(child.clone()));
-                        let conn = conn.clone();
-                        described.spawn(async move { (at, describe(&conn, child).await) });
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        let conn = peer.unwrap_or_else(|| self.conn.clone());
+        self.peers.lock().insert(bus.to_owned(), conn.clone());
+        conn
+    }
+
+    /// Drops the direct connections to applications no longer on the desktop.
+    fn forget_apps_but(&self, apps: &[ObjectRefOwned]) {
+        self.peers.lock().retain(|bus, _| apps.iter().any(|a| a.name_as_str() == Some(bus)));
+    }
+
+    /// Reads one application's objects, the application first (none if it is not `wanted`).
+    ///
+    /// The structure is the application's children lists (`GetChildren`, the order an agent
+    /// walking the tree sees, as pyatspi does), asked for every object that has children as
+    /// soon as the object is known; what each object is (role, name, states, interfaces, child
+    /// count) comes from the application's cache, read once (`GetItems`), and only an object the
+    /// cache lacks (the cells of a table that manages its descendants) is asked for. The
+    /// cache's own parent links are not used: GTK files a popover under the widget it pops from,
+    /// while the children lists put it under its window. Each object's attributes, extents,
+    /// text and value are asked for as it is found, behind the structure's calls, with at most
+    /// [`IN_FLIGHT`] calls out at once.
+    async fn read_app(&self, app: ObjectRefOwned, wanted: Option<&str>) -> Result<Vec<Node>> {
+        let conn = self.app_connection(&app).await;
+        let bus = app.name_as_str().unwrap_or_default().to_owned();
+        let cache_ref = cache_of(&bus);
+        let items: Vec<CacheItem> =
+            Self::call(&conn, &cache_ref, "org.a11y.atspi.Cache", "GetItems", &()).await.unwrap_or_default();
+        let cached: HashMap<&str, &CacheItem> = items.iter().map(|it| (it.object.path_as_str(), it)).collect();
+        let root = match cached.get(app.path_as_str()) {
+            Some(item) => node_of(item),
+            None => describe(&conn, app.clone()).await?,
+        };
+        if wanted.is_some_and(|w| w != root.name) {
+            return Ok(Vec::new());
+        }
+        let mut nodes = vec![root];
+        let mut depth = vec![1usize];
+        let mut names: HashMap<Role, std::sync::Arc<str>> = HashMap::new();
+        let mut asked_roles = std::collections::HashSet::new();
+        let (mut first, mut later) = (std::collections::VecDeque::new(), std::collections::VecDeque::new());
+        // What a node, once known, needs asked: its children, its role's name, its extras.
+        let follow = |i: usize,
+                      nodes: &[Node],
+                      depth: &[usize],
+                      first: &mut std::collections::VecDeque<Job>,
+                      later: &mut std::collections::VecDeque<Job>,
+                      asked: &mut std::collections::HashSet<Role>| {
+            let node = &nodes[i];
+            if depth[i] < MAX_DEPTH && node.child_count != Some(0) {
+                first.push_back(Job::Children(i));
+            }
+            if asked.insert(node.role) {
+                first.push_back(Job::RoleName(node.role, node.object.clone()));
+            }
+            later.push_back(Job::Extras(i));
+        };
+        follow(0, &nodes, &depth, &mut first, &mut later, &mut asked_roles);
+        let mut tasks = JoinSet::new();
+        loop {
+            while tasks.len() < IN_FLIGHT {
+                let Some(job) = first.pop_front().or_else(|| later.pop_front()) else { break };
+                let conn = conn.clone();
+                match job {
+                    Job::Children(i) => {
+                        let object = nodes[i].object.clone();
+                        tasks.spawn(async move {
+                            Done::Children(i, Self::call(&conn, &object, ACCESSIBLE, "GetChildren", &()).await)
+                        });
+                    }
+                    Job::Describe(i, object) => {
+                        tasks.spawn(async move { Done::Described(i, describe(&conn, object).await) });
+                    }
+                    Job::RoleName(role, object) => {
+                        tasks.spawn(async move {
+                            Done::RoleName(role, Self::call(&conn, &object, ACCESSIBLE, "GetRoleName", &()).await)
+                        });
+                    }
+                    Job::Extras(i) => {
+                        let node = &nodes[i];
+                        let (object, ifaces, states) = (node.object.clone(), node.ifaces, node.states);
+                        tasks.spawn(async move { Done::Extras(i, extras(&conn, &object, ifaces, states).await) });
                     }
                 }
-                nodes[parent].children.push(at);
-                next.push((at, depth + 1));
+            }
+            let Some(done) = tasks.join_next().await else { break };
+            let Ok(done) = done else { continue };
+            match done {
+                Done::Children(parent, Ok(children)) => {
+                    for child in children.into_iter().take(MAX_CHILDREN + 1) {
+                        if nodes.len() >= READ_BUDGET {
+                            break;
+                        }
+                        let at = nodes.len();
+                        nodes[parent].children.push(at);
+                        depth.push(depth[parent] + 1);
+                        match cached.get(child.path_as_str()) {
+                            Some(item) => {
+                                nodes.push(node_of(item));
+                                follow(at, &nodes, &depth, &mut first, &mut later, &mut asked_roles);
+                            }
+                            None => {
+                                // A place held for it, filled in when it is described.
+                                nodes.push(placeholder(child.clone()));
+                                first.push_back(Job::Describe(at, child));
+                            }
+                        }
+                    }
+                }
+                Done::Described(at, Ok(node)) => {
+                    nodes[at] = node;
+                    follow(at, &nodes, &depth, &mut first, &mut later, &mut asked_roles);
+                }
+                Done::Extras(i, extras) => nodes[i].extras = extras,
+                Done::RoleName(role, Ok(name)) => {
+                    names.insert(role, name.into());
+                }
+                Done::Children(_, Err(_)) | Done::Described(_, Err(_)) | Done::RoleName(_, Err(_)) => {}
             }
         }
-        while let Some(done) = described.join_next().await {
-            if let Ok((at, Ok(n))) = done {
-                nodes[at] = n;
-            }
+        for node in &mut nodes {
+            node.role_name = names.get(&node.role).cloned();
         }
-        level = next;
+        Ok(nodes)
     }
-    // Each role's name, asked once per role of the application, all at once.
-    let mut asks = JoinSet::new();
-    let mut seen = std::collections::HashSet::new();
-    for node in &nodes {
-        if seen.insert(node.role) {
-            let (conn, object, role) = (conn.clone(), node.object.clone(), node.role);
-            asks.spawn(async move {
-                let name: Result<String> =
-                    Accessibility::call(&conn, &object, "org.a11y.atspi.Accessible", "GetRoleName", &()).await;
-                (role, name)
-            });
-        }
-    }
-    let mut names: HashMap<Role, std::sync::Arc<str>> = HashMap::new();
-    while let Some(done) = asks.join_next().await {
-        if let Ok((role, Ok(name))) = done {
-            names.insert(role, name.into());
-        }
-    }
-    for node in &mut nodes {
-        node.role_name = names.get(&node.role).cloned();
-    }
-    Ok((bus, nodes))
 }
+
+/// The interface every object has.
+const ACCESSIBLE: &str = "org.a11y.atspi.Accessible";
 
 /// An object that could not be described: no role, no children.
 fn placeholder(object: ObjectRefOwned) -> Node {
@@ -349,13 +414,11 @@ fn placeholder(object: ObjectRefOwned) -> Node {
     }
 }
 
-/// `object` on the bus `name`.
-fn with_name(object: &ObjectRefOwned, name: &str) -> ObjectRefOwned {
-    ObjectRefOwned::from(atspi::ObjectRef::new_owned(
-        zbus::names::UniqueName::try_from(name.to_owned())
-            .unwrap_or_else(|_| zbus::names::UniqueName::from_static_str_unchecked(":0.0")),
-        object.path().clone(),
-    ))
+/// The cache object of the application on the bus `name` (a unique name, `:1.5`).
+fn cache_of(name: &str) -> ObjectRefOwned {
+    let name = zbus::names::UniqueName::try_from(name.to_owned())
+        .unwrap_or_else(|_| zbus::names::UniqueName::from_static_str_unchecked(":0.0"));
+    atspi::ObjectRef::new_owned(name, zbus::zvariant::ObjectPath::from_static_str_unchecked("/org/a11y/atspi/cache"))
 }
 
 fn node_of(item: &CacheItem) -> Node {
@@ -407,24 +470,6 @@ async fn property<T: TryFrom<OwnedValue>>(
     let value: OwnedValue =
         Accessibility::call(conn, object, "org.freedesktop.DBus.Properties", "Get", &(iface, name)).await?;
     T::try_from(value).map_err(|_| Error::Accessibility(format!("{iface}.{name} has an unexpected type")))
-}
-
-/// What each kept object needs beyond the cache, all asked at once (at most [`IN_FLIGHT`]).
-async fn fetch_extras(conn: &zbus::Connection, nodes: &mut [Node], kept: &[usize]) {
-    let mut asks = JoinSet::new();
-    let mut queue = kept.iter().copied();
-    loop {
-        while asks.len() < IN_FLIGHT {
-            let Some(i) = queue.next() else { break };
-            let node = &nodes[i];
-            let (conn, object, ifaces, states) = (conn.clone(), node.object.clone(), node.ifaces, node.states);
-            asks.spawn(async move { (i, extras(&conn, &object, ifaces, states).await) });
-        }
-        let Some(done) = asks.join_next().await else { break };
-        if let Ok((i, extras)) = done {
-            nodes[i].extras = extras;
-        }
-    }
 }
 
 /// An object's attributes, extents (when visible and showing), text and value.
