@@ -564,7 +564,7 @@ async fn a_screen_above_the_policy_is_refused_and_an_operator_can_raise_the_ceil
     let Err(e) = VmBackend::with_policy(config(json!({})), config(json!({"screen_sizes": [4096, 2304]}))) else {
         panic!("an unknown policy key was accepted")
     };
-    assert!(e.to_string().contains("screen_sizes") && e.to_string().contains("known: screen_size"), "{e}");
+    assert!(e.to_string().contains("screen_sizes") && e.to_string().contains("known: programs, screen_size"), "{e}");
     for bad in [json!({"allowed_displays": ":5"}), json!({"allowed_displays": ["five"]}), json!({"display": ":5"})] {
         assert!(VmBackend::new(config(bad.clone())).is_err(), "{bad}");
     }
