@@ -495,6 +495,17 @@ impl BashSession {
         Ok(self.shell.as_mut().expect("a shell was just made"))
     }
 
+    /// Runs a line of set-up in the shell (`cd`, `export`): an error saying it could not `what`
+    /// unless it succeeds within [`ADOPT_TIMEOUT`].
+    async fn set_up(&mut self, line: &str, what: &str) -> Result<()> {
+        let shell = self.shell().await?;
+        let outcome = shell.run(line, ADOPT_TIMEOUT, OnTimeout::Interrupt).await.map_err(shell_error)?;
+        if outcome.exit_code != Some(0) {
+            return Err(Error::backend(format!("cannot {what}: {}", outcome.output.trim())));
+        }
+        Ok(())
+    }
+
     /// Gives the shell the worker's desktop (`DISPLAY` and the rest, or its removal when the
     /// desktop went), if it does not have it yet: one `export`/`unset` line before the
     /// command. A jailed shell gets the display's socket (linked into the directory the jail
@@ -545,12 +556,7 @@ impl BashSession {
             script.push(format!("export {}", pairs.join(" ")));
         }
         if !script.is_empty() {
-            let shell = self.shell().await?;
-            let outcome =
-                shell.run(&script.join("; "), ADOPT_TIMEOUT, OnTimeout::Interrupt).await.map_err(shell_error)?;
-            if outcome.exit_code != Some(0) {
-                return Err(Error::backend(format!("cannot give the shell the desktop: {}", outcome.output.trim())));
-            }
+            self.set_up(&script.join("; "), "give the shell the desktop").await?;
         }
         self.desktop = desktop.cloned();
         self.desktop_env = env.into_iter().map(|(k, _)| k).collect();
@@ -651,12 +657,7 @@ impl Backend for BashBackend {
             script.push(format!("export {name}={}", sh_quote(value)));
         }
         if !script.is_empty() {
-            let shell = session.shell().await?;
-            let outcome =
-                shell.run(&script.join(" && "), ADOPT_TIMEOUT, OnTimeout::Interrupt).await.map_err(shell_error)?;
-            if outcome.exit_code != Some(0) {
-                return Err(Error::backend(format!("cannot apply the session's config: {}", outcome.output.trim())));
-            }
+            session.set_up(&script.join(" && "), "apply the session's config").await?;
         }
         session.config = settings;
         Ok(())

@@ -124,7 +124,7 @@ const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAG
 pub const RESERVED_VARIABLES: [&str; 7] = ["PROMPT_COMMAND", "PS0", "PS1", "PS2", "PS4", "BASH_ENV", "ENV"];
 
 /// The shell's whole environment: the few variables of this process that a shell needs
-/// (`PATH`, `HOME`, the locale: [`INHERITED`] and `LC_*`), the defaults that keep programs from
+/// (`PATH`, `HOME`, the locale: `INHERITED` and `LC_*`), the defaults that keep programs from
 /// waiting on a terminal (`TERM=dumb`, pagers, editors), then the config's own `env`.
 pub fn environment(config: &ShellConfig) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> =

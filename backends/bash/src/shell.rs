@@ -49,10 +49,10 @@ pub struct ShellConfig {
     /// Its working directory (default: this process's).
     pub cwd: Option<PathBuf>,
     /// Extra environment, set after the defaults (so it may override them). The shell starts
-    /// from a clean environment ([`environment`]), never the whole of this process's.
+    /// from a clean environment ([`environment`](crate::environment)), never the whole of this process's.
     pub env: Vec<(String, String)>,
     /// With a `wrapper`: the environment of the wrapper process itself, which is then
-    /// responsible for giving the shell [`environment`] (a jail sets it inside).
+    /// responsible for giving the shell [`environment`](crate::environment) (a jail sets it inside).
     pub wrapper_env: Vec<(String, String)>,
     /// Terminal size.
     pub rows: u16,

@@ -59,7 +59,7 @@ pub struct DesktopOptions {
     /// Bits per pixel: 16 or 24.
     pub depth: u8,
     /// A D-Bus session bus and an AT-SPI bus of the desktop's own, so that its programs expose
-    /// their accessibility trees ([`Desktop::accessibility`]).
+    /// their accessibility trees ([`Desktop::accessibility_address`], [`crate::Accessibility`]).
     pub accessibility: bool,
     /// A window manager started before anything else.
     pub window_manager: Option<WindowManager>,
