@@ -160,6 +160,18 @@ async fn gtk3_widget_factory_is_read_clicked_and_typed_into_through_its_tree() {
     let launched = ok(launch(&engine, worker, "gtk3-widget-factory").await);
     let pid = launched["pid"].as_u64().unwrap();
     assert!(!launched["window"]["title"].as_str().unwrap().is_empty(), "{launched}");
+    // The window is the program's as another X client sees it: xdotool finds it by the pid
+    // the program itself set on it (_NET_WM_PID).
+    let info = ok(engine.execute(worker, "vm:info", json!({})).await);
+    let found = std::process::Command::new("xdotool")
+        .args(["search", "--pid", &launched["window"]["pid"].to_string()])
+        .env("DISPLAY", info["display"].as_str().unwrap())
+        .env("XAUTHORITY", info["xauthority"].as_str().unwrap())
+        .output()
+        .expect("xdotool runs");
+    let windows: Vec<u64> =
+        String::from_utf8_lossy(&found.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert!(windows.contains(&launched["window"]["id"].as_u64().unwrap()), "{launched} not in {windows:?}");
 
     // The tree: named push buttons and check boxes, text entries and menus.
     let elements = tree_until(&engine, worker, |t| t.iter().any(|e| e.tag == "check-box").then(|| t.to_vec())).await;
@@ -209,10 +221,14 @@ async fn gtk3_widget_factory_is_read_clicked_and_typed_into_through_its_tree() {
 }
 
 /// `DISPLAY` and a server query (`xdpyinfo`, an X client of its own) from the worker's shell.
+/// (Lines are found by their labels: bash may first report a background job that ended, such
+/// as a GTK app that exits with its desktop's session bus.)
 async fn shell_sees(engine: &Engine, worker: &str) -> (String, String) {
-    let out = command_ok(engine, worker, "echo \"${DISPLAY-none}\"; xdpyinfo 2>&1 | grep dimensions || true").await;
-    let (display, rest) = out.split_once('\n').unwrap_or((&out, ""));
-    (display.trim().to_owned(), rest.trim().to_owned())
+    let command = "echo \"display=${DISPLAY-none}\"; xdpyinfo 2>&1 | grep dimensions || true";
+    let out = command_ok(engine, worker, command).await;
+    let display = out.lines().find_map(|l| l.strip_prefix("display=")).unwrap_or_default();
+    let dimensions = out.lines().find(|l| l.contains("dimensions")).unwrap_or_default();
+    (display.trim().to_owned(), dimensions.trim().to_owned())
 }
 
 #[tokio::test]
