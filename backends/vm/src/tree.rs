@@ -243,6 +243,34 @@ enum Done {
     RoleName(Role, Result<String>),
 }
 
+/// The calls still to make while reading an application: the structure's first (children,
+/// objects the cache lacks, role names), each object's extras after.
+#[derive(Default)]
+struct Queue {
+    first: std::collections::VecDeque<Job>,
+    later: std::collections::VecDeque<Job>,
+    /// The roles whose names are asked for already.
+    asked: std::collections::HashSet<Role>,
+}
+
+impl Queue {
+    /// What node `i`, once known, needs asked: its children (above `depth` limits), its role's
+    /// name (once per role), its extras.
+    fn follow(&mut self, i: usize, node: &Node, depth: usize) {
+        if depth < MAX_DEPTH && node.child_count != Some(0) {
+            self.first.push_back(Job::Children(i));
+        }
+        if self.asked.insert(node.role) {
+            self.first.push_back(Job::RoleName(node.role, node.object.clone()));
+        }
+        self.later.push_back(Job::Extras(i));
+    }
+
+    fn next(&mut self) -> Option<Job> {
+        self.first.pop_front().or_else(|| self.later.pop_front())
+    }
+}
+
 /// A call to make.
 enum Job {
     Children(usize),
@@ -308,29 +336,12 @@ impl Accessibility {
         let mut nodes = vec![root];
         let mut depth = vec![1usize];
         let mut names: HashMap<Role, std::sync::Arc<str>> = HashMap::new();
-        let mut asked_roles = std::collections::HashSet::new();
-        let (mut first, mut later) = (std::collections::VecDeque::new(), std::collections::VecDeque::new());
-        // What a node, once known, needs asked: its children, its role's name, its extras.
-        let follow = |i: usize,
-                      nodes: &[Node],
-                      depth: &[usize],
-                      first: &mut std::collections::VecDeque<Job>,
-                      later: &mut std::collections::VecDeque<Job>,
-                      asked: &mut std::collections::HashSet<Role>| {
-            let node = &nodes[i];
-            if depth[i] < MAX_DEPTH && node.child_count != Some(0) {
-                first.push_back(Job::Children(i));
-            }
-            if asked.insert(node.role) {
-                first.push_back(Job::RoleName(node.role, node.object.clone()));
-            }
-            later.push_back(Job::Extras(i));
-        };
-        follow(0, &nodes, &depth, &mut first, &mut later, &mut asked_roles);
+        let mut queue = Queue::default();
+        queue.follow(0, &nodes[0], depth[0]);
         let mut tasks = JoinSet::new();
         loop {
             while tasks.len() < IN_FLIGHT {
-                let Some(job) = first.pop_front().or_else(|| later.pop_front()) else { break };
+                let Some(job) = queue.next() else { break };
                 let conn = conn.clone();
                 match job {
                     Job::Children(i) => {
@@ -368,19 +379,19 @@ impl Accessibility {
                         match cached.get(child.path_as_str()) {
                             Some(item) => {
                                 nodes.push(node_of(item));
-                                follow(at, &nodes, &depth, &mut first, &mut later, &mut asked_roles);
+                                queue.follow(at, &nodes[at], depth[at]);
                             }
                             None => {
                                 // A place held for it, filled in when it is described.
                                 nodes.push(placeholder(child.clone()));
-                                first.push_back(Job::Describe(at, child));
+                                queue.first.push_back(Job::Describe(at, child));
                             }
                         }
                     }
                 }
                 Done::Described(at, Ok(node)) => {
                     nodes[at] = node;
-                    follow(at, &nodes, &depth, &mut first, &mut later, &mut asked_roles);
+                    queue.follow(at, &nodes[at], depth[at]);
                 }
                 Done::Extras(i, extras) => nodes[i].extras = extras,
                 Done::RoleName(role, Ok(name)) => {
