@@ -472,3 +472,36 @@ async fn an_operator_can_keep_sessions_from_running_programs() {
     assert!(bad.is_err());
     ok(engine.destroy_session(worker, "vm").await);
 }
+
+#[tokio::test]
+async fn a_warm_pool_of_desktops_serves_sessions_with_their_own_startup() {
+    let vm = VmBackend::new(object(json!({"screen_size": [800, 600]}))).unwrap();
+    let engine = Engine::builder().backend(Arc::new(vm)).pool("vm", 2).build().unwrap();
+    let filled = crate::common::eventually(PATIENCE, || engine.overview()["pooled_sessions"] == 2).await;
+    assert!(filled, "{}", engine.overview());
+    let ready = processes_named("Xvfb");
+    // Taken from the pool: an Xvfb that was running before the session was asked for, with the
+    // session's own start-up program and observation.
+    let config = json!({"startup": ["gtk3-widget-factory"], "observe": ["screenshot"]});
+    assert_eq!(create_session(&engine, "pool-a", "vm", config).await.code, 0);
+    let info = ok(engine.execute("pool-a", "vm:info", json!({})).await);
+    let xvfb = info["server_pid"].as_u64().unwrap() as u32;
+    assert!(ready.contains(&xvfb), "the desktop {xvfb} was not one of the pool's {ready:?}");
+    tree_until(&engine, "pool-a", |t| t.iter().any(|e| e.name == "gtk3-widget-factory").then_some(())).await;
+    assert!(ok(engine.execute("pool-a", "vm:move", json!({"x": 1, "y": 1})).await)["image"].is_string());
+    // A config a pooled desktop cannot serve starts a fresh one.
+    assert_eq!(create_session(&engine, "pool-b", "vm", json!({"screen_size": [640, 480]})).await.code, 0);
+    let fresh = ok(engine.execute("pool-b", "vm:info", json!({})).await);
+    assert!(!ready.contains(&(fresh["server_pid"].as_u64().unwrap() as u32)));
+    assert_eq!(fresh["size"], json!([640, 480]));
+    // Shutdown ends the sessions and the pool alike.
+    engine.shutdown(false, true).await;
+    for pid in ready.iter().chain([&xvfb]) {
+        let gone = crate::common::eventually(Duration::from_secs(5), || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.rsplit_once(") ").unwrap().1.starts_with('Z'))
+        })
+        .await;
+        assert!(gone, "Xvfb {pid} outlived the engine");
+    }
+}

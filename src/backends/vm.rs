@@ -669,6 +669,38 @@ impl Backend for VmBackend {
         Ok(Box::new(session))
     }
 
+    /// A pooled desktop (started with the defaults) serves a session asking only for
+    /// `startup`, `observe` and `observe_delay`, when that config would be accepted: [`adopt`]
+    /// then launches the start-up commands and takes the settings. Anything else (a screen
+    /// size, a window manager, no buses, a display) starts a fresh desktop.
+    ///
+    /// [`adopt`]: Backend::adopt
+    fn pool_serves(&self, config: &Map<String, Value>) -> bool {
+        config.keys().all(|k| matches!(k.as_str(), "startup" | "observe" | "observe_delay"))
+            && DesktopConfig::read(&merge_config(&self.defaults, config)).is_ok_and(|c| self.check_policy(&c).is_ok())
+    }
+
+    async fn adopt(&self, state: &mut SessionState, config: &Map<String, Value>) -> Result<()> {
+        let cfg = DesktopConfig::read(&merge_config(&self.defaults, config))?;
+        self.check_policy(&cfg)?;
+        let session = state_mut::<VmSession>(Some(state))?;
+        if config.contains_key("startup") {
+            let startup = cfg.startup.clone();
+            session
+                .run(move |d| {
+                    for command in &startup {
+                        d.launch(command)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        session.observe_tree = cfg.observe_tree;
+        session.observe_screenshot = cfg.observe_screenshot;
+        session.observe_delay = cfg.observe_delay;
+        Ok(())
+    }
+
     fn offers(&self, state: &SessionState) -> Option<SharedDesktop> {
         state.downcast_ref::<VmSession>()?.shared.clone()
     }
