@@ -632,29 +632,34 @@ impl Backend for VmBackend {
             startup: cfg.startup.clone(),
         };
         let display = cfg.display.clone();
-        let mut desktop = tokio::task::spawn_blocking(move || match &display {
-            Some(display) => Desktop::attach(display),
-            None => Desktop::start_with(&options),
+        // Blocking work (processes started, a directory made): off the runtime's threads.
+        let (desktop, shared) = tokio::task::spawn_blocking(move || {
+            let mut desktop = match &display {
+                Some(display) => {
+                    // An attached display gets the start-up commands too (no window manager: it
+                    // has its own, or its operator's choice).
+                    let mut desktop = Desktop::attach(display)?;
+                    for command in &options.startup {
+                        desktop.launch(command)?;
+                    }
+                    desktop
+                }
+                None => Desktop::start_with(&options)?,
+            };
+            let shared = match (desktop.server_pid(), desktop.display().strip_prefix(':')) {
+                (Some(_), Some(number)) => Some(SharedDesktop {
+                    display: desktop.display().to_owned(),
+                    socket: format!("/tmp/.X11-unix/X{number}").into(),
+                    xauthority: desktop.xauthority().map(Path::to_path_buf),
+                    env: desktop.program_env()?,
+                }),
+                _ => None,
+            };
+            Ok((desktop, shared))
         })
         .await
         .map_err(|e| Error::Internal(format!("desktop start failed: {e}")))?
         .map_err(started_error)?;
-        if cfg.display.is_some() {
-            // An attached display gets the start-up commands too (no window manager: it has
-            // its own, or its operator's choice).
-            for command in &cfg.startup {
-                desktop.launch(command).map_err(started_error)?;
-            }
-        }
-        let shared = match (desktop.server_pid(), desktop.display().strip_prefix(':')) {
-            (Some(_), Some(number)) => Some(SharedDesktop {
-                display: desktop.display().to_owned(),
-                socket: format!("/tmp/.X11-unix/X{number}").into(),
-                xauthority: desktop.xauthority().map(Path::to_path_buf),
-                env: desktop.program_env().map_err(started_error)?,
-            }),
-            _ => None,
-        };
         let session = VmSession {
             display: desktop.display().to_owned(),
             size: desktop.size(),

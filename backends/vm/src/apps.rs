@@ -128,7 +128,7 @@ impl Desktop {
         Ok(programs
             .env()
             .iter()
-            .filter(|(k, _)| !crate::programs::OWN.contains(&k.to_str().unwrap_or_default()))
+            .filter(|(k, _)| !crate::programs::is_own(&k.to_string_lossy()))
             .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
             .collect())
     }

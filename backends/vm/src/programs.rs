@@ -28,23 +28,12 @@ const STDERR_TAIL: usize = 1024;
 
 /// The host variables a program keeps.
 const KEPT: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "SHELL"];
-/// The variables that are the desktop's own business, not given to a shell that shares it: the
+/// Whether a variable is the desktop's own business, not given to a shell that shares it: the
 /// host's, the mark, and the private directories.
-pub(crate) const OWN: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "SHELL",
-    MARK,
-    "XDG_RUNTIME_DIR",
-    "XDG_CONFIG_HOME",
-    "XDG_CACHE_HOME",
-    "XDG_DATA_HOME",
-];
+pub(crate) fn is_own(name: &str) -> bool {
+    KEPT.contains(&name)
+        || matches!(name, MARK | "XDG_RUNTIME_DIR" | "XDG_CONFIG_HOME" | "XDG_CACHE_HOME" | "XDG_DATA_HOME")
+}
 
 /// A launched program.
 #[derive(Debug)]
