@@ -505,3 +505,22 @@ async fn a_warm_pool_of_desktops_serves_sessions_with_their_own_startup() {
         assert!(gone, "Xvfb {pid} outlived the engine");
     }
 }
+
+#[tokio::test]
+async fn a_jail_that_cannot_hold_the_display_goes_on_without_it() {
+    need("bwrap");
+    // Jails under /dev/shm (tmpfs): another file system than the display's socket in /tmp, so
+    // no link to it can be made there.
+    let root = std::path::Path::new("/dev/shm").join(format!("agentflow-test-{}-jails", std::process::id()));
+    let bash = BashBackend::new(object(json!({"work_root": root.display().to_string()}))).unwrap();
+    let vm = VmBackend::new(object(json!({"screen_size": [640, 480]}))).unwrap();
+    let engine = Engine::builder().backend(Arc::new(vm)).backend(Arc::new(bash)).build().unwrap();
+    let worker = "desktop-jail-elsewhere";
+    assert_eq!(create_session(&engine, worker, "vm", json!({"accessibility": false})).await.code, 0);
+    assert_eq!(create_session(&engine, worker, "bash", jailed(json!({}))).await.code, 0);
+    // The shell is usable, without the desktop.
+    assert_eq!(shell_sees(&engine, worker).await.0, "none");
+    assert_eq!(command_ok(&engine, worker, "echo still here").await, "still here\n");
+    ok(engine.destroy_worker(worker).await);
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -535,13 +535,21 @@ impl BashSession {
                         .await
                         .map_err(|e| Error::Internal(format!("sharing the desktop failed: {e}")))?
                 };
-                let cookie =
-                    linked.map_err(|e| Error::backend(format!("cannot share the desktop with the jail: {e}")))?;
-                let mut env = vec![("DISPLAY".to_owned(), d.display.clone())];
-                if let Some(file) = cookie {
-                    env.push(("XAUTHORITY".to_owned(), file.to_string_lossy().into_owned()));
+                match linked {
+                    Ok(cookie) => {
+                        let mut env = vec![("DISPLAY".to_owned(), d.display.clone())];
+                        if let Some(file) = cookie {
+                            env.push(("XAUTHORITY".to_owned(), file.to_string_lossy().into_owned()));
+                        }
+                        env
+                    }
+                    // The shell goes on without the desktop (a work root on another file system
+                    // than the display's socket cannot hold a link to it); not retried.
+                    Err(e) => {
+                        tracing::warn!(display = %d.display, "cannot share the desktop with the jail: {e}");
+                        Vec::new()
+                    }
                 }
-                env
             }
         };
         // What the session's own config sets stays as it is.
