@@ -16,7 +16,7 @@ use agentflow_sandbox::protocol::ExecuteRequest;
 use agentflow_sandbox::{Engine, Envelope};
 use serde_json::{json, Map, Value};
 
-use crate::common::{command_ok, create_session, jailed, need};
+use crate::common::{all_pids, command_ok, create_session, in_process_table, jailed, need, stat};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -125,24 +125,27 @@ async fn tree_until<T>(engine: &Engine, worker: &str, mut found: impl FnMut(&[El
 }
 
 /// The processes whose command name is `comm`.
-fn processes_named(comm: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+fn processes_named(comm: &str) -> Vec<i32> {
+    all_pids()
+        .into_iter()
         .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
         .collect()
 }
 
 /// The processes with `NAME=value` in their environment.
-fn processes_with_env(entry: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+fn processes_with_env(entry: &str) -> Vec<i32> {
+    all_pids()
+        .into_iter()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
         })
         .collect()
+}
+
+/// Whether `pid` is running (not gone, not a zombie).
+fn running(pid: i32) -> bool {
+    stat(pid).is_some_and(|(state, _)| state != 'Z')
 }
 
 /// `vm:launch` of `command`, waiting for its window (30 s at most).
@@ -217,7 +220,7 @@ async fn gtk3_widget_factory_is_read_clicked_and_typed_into_through_its_tree() {
     .await;
 
     ok(engine.destroy_session(worker, "vm").await);
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the app outlived its session");
+    assert!(!in_process_table(pid as i32), "the app outlived its session (or was not reaped)");
 }
 
 /// `DISPLAY` and a server query (`xdpyinfo`, an X client of its own) from the worker's shell.
@@ -304,20 +307,17 @@ async fn destroy_leaves_no_xvfb_bus_or_program_behind() {
         t.iter().any(|e| e.tag == "application" && e.name == "gtk3-widget-factory").then_some(())
     })
     .await;
-    // Every process of the desktop carries its mark: the Xvfb, the buses, the registry, the
-    // window manager, the programs and what they started.
+    // Every process of the desktop but its Xvfb (stopped by itself) carries its mark: the buses,
+    // the registry, the window manager, the programs and what they started.
     let info = ok(engine.execute(worker, "vm:info", json!({})).await);
-    let xvfb = info["server_pid"].as_u64().unwrap() as u32;
-    let mark = std::fs::read(format!(
-        "/proc/{}/environ",
-        processes_named("openbox")
-            .into_iter()
-            .find(|p| std::fs::read_to_string(format!("/proc/{p}/environ"))
-                .is_ok_and(|e| e.contains(&format!("DISPLAY={}", info["display"].as_str().unwrap()))))
-            .expect("its openbox")
-    ))
-    .unwrap();
-    let mark = mark
+    let xvfb = info["server_pid"].as_u64().unwrap() as i32;
+    let display = format!("DISPLAY={}", info["display"].as_str().unwrap());
+    let environ = |pid: i32| std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let openbox = processes_named("openbox")
+        .into_iter()
+        .find(|&p| environ(p).split(|&b| b == 0).any(|e| e == display.as_bytes()))
+        .expect("its openbox");
+    let mark = environ(openbox)
         .split(|&b| b == 0)
         .find(|e| e.starts_with(b"AGENTFLOW_DESKTOP="))
         .map(|e| String::from_utf8_lossy(e).into_owned())
@@ -332,15 +332,7 @@ async fn destroy_leaves_no_xvfb_bus_or_program_behind() {
         assert!(names.iter().any(|n| n == expected), "no {expected} among {names:?}");
     }
     ok(engine.destroy_session(worker, "vm").await);
-    let left: Vec<u32> = marked
-        .iter()
-        .copied()
-        .chain([xvfb])
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .is_ok_and(|s| !s.rsplit_once(") ").unwrap().1.starts_with('Z'))
-        })
-        .collect();
+    let left: Vec<i32> = marked.iter().copied().chain([xvfb]).filter(|&p| running(p)).collect();
     assert!(left.is_empty(), "left running: {left:?}");
     assert!(processes_with_env(&mark).is_empty());
 }
@@ -479,29 +471,29 @@ async fn a_warm_pool_of_desktops_serves_sessions_with_their_own_startup() {
     let engine = Engine::builder().backend(Arc::new(vm)).pool("vm", 2).build().unwrap();
     let filled = crate::common::eventually(PATIENCE, || engine.overview()["pooled_sessions"] == 2).await;
     assert!(filled, "{}", engine.overview());
-    let ready = processes_named("Xvfb");
+    // This test's own Xvfbs (the pool's): other tests run theirs at the same time.
+    let me = std::process::id() as i32;
+    let ready: Vec<i32> =
+        processes_named("Xvfb").into_iter().filter(|&p| stat(p).is_some_and(|(_, ppid)| ppid == me)).collect();
+    assert_eq!(ready.len(), 2, "the pool's desktops: {ready:?}");
     // Taken from the pool: an Xvfb that was running before the session was asked for, with the
     // session's own start-up program and observation.
     let config = json!({"startup": ["gtk3-widget-factory"], "observe": ["screenshot"]});
     assert_eq!(create_session(&engine, "pool-a", "vm", config).await.code, 0);
     let info = ok(engine.execute("pool-a", "vm:info", json!({})).await);
-    let xvfb = info["server_pid"].as_u64().unwrap() as u32;
+    let xvfb = info["server_pid"].as_u64().unwrap() as i32;
     assert!(ready.contains(&xvfb), "the desktop {xvfb} was not one of the pool's {ready:?}");
     tree_until(&engine, "pool-a", |t| t.iter().any(|e| e.name == "gtk3-widget-factory").then_some(())).await;
     assert!(ok(engine.execute("pool-a", "vm:move", json!({"x": 1, "y": 1})).await)["image"].is_string());
     // A config a pooled desktop cannot serve starts a fresh one.
     assert_eq!(create_session(&engine, "pool-b", "vm", json!({"screen_size": [640, 480]})).await.code, 0);
     let fresh = ok(engine.execute("pool-b", "vm:info", json!({})).await);
-    assert!(!ready.contains(&(fresh["server_pid"].as_u64().unwrap() as u32)));
+    assert!(!ready.contains(&(fresh["server_pid"].as_u64().unwrap() as i32)));
     assert_eq!(fresh["size"], json!([640, 480]));
     // Shutdown ends the sessions and the pool alike.
     engine.shutdown(false, true).await;
-    for pid in ready.iter().chain([&xvfb]) {
-        let gone = crate::common::eventually(Duration::from_secs(5), || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map_or(true, |s| s.rsplit_once(") ").unwrap().1.starts_with('Z'))
-        })
-        .await;
+    for &pid in &ready {
+        let gone = crate::common::eventually(Duration::from_secs(5), || !running(pid)).await;
         assert!(gone, "Xvfb {pid} outlived the engine");
     }
 }
