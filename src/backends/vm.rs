@@ -1,10 +1,13 @@
 //! The `vm` adapter: the `vm:` tools of docs/backends.md over an [`agentflow_vm::Desktop`] per session.
 //!
-//! It reads the session config (`screen_size`, `depth`, `display`), checks what a schema cannot
-//! (a point on the screen, a key name that exists, both-or-neither coordinates), runs each
-//! desktop call on tokio's blocking pool (the X connection is blocking I/O), and turns results
-//! into JSON `data`. What a desktop does is left to `agentflow-vm`; sessions, timeouts and the
-//! envelope to the engine.
+//! It reads the session config (`screen_size`, `depth`, `display`, `startup`, `window_manager`,
+//! `accessibility`, `observe`, `observe_delay`), checks what a schema cannot (a point on the
+//! screen, a key name that exists, both-or-neither coordinates), runs each desktop call on
+//! tokio's blocking pool (the X connection is blocking I/O), reads the accessibility tree over an
+//! [`agentflow_vm::Accessibility`] connection made on first use, adds what the session
+//! `observe`s to action tools' answers, offers a private desktop to the worker's other sessions
+//! ([`Backend::offers`]), and turns results into JSON `data`. What a desktop does is left to
+//! `agentflow-vm`; sessions, timeouts and the envelope to the engine.
 //!
 //! With `display` set, the session attaches to that display and takes its size from it;
 //! `screen_size` and `depth` apply only to a private Xvfb. `vm:info` reports the private Xvfb's

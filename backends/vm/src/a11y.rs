@@ -28,13 +28,13 @@ pub const A11Y_INSTALL_HINT: &str =
 /// A desktop's buses: see the module documentation.
 #[derive(Debug)]
 pub(crate) struct Buses {
-    session: String,
     accessibility: String,
 }
 
 impl Buses {
     /// Starts the session bus and the accessibility bus for the desktop `display` (`:3`), as
-    /// programs of `programs`, and waits until both accept connections.
+    /// programs of `programs`, waits until both accept connections, and gives every program
+    /// started from then on their addresses.
     pub(crate) fn start(programs: &mut Programs, display: &str) -> Result<Buses> {
         let launcher = LAUNCHERS
             .iter()
@@ -44,35 +44,31 @@ impl Buses {
         let dir = programs.dir().to_owned();
         let number = display.trim_start_matches(':').split('.').next().unwrap_or_default();
         let a11y_socket = dir.join("at-spi").join(format!("bus_{number}"));
-        let buses = Buses {
-            session: format!("unix:path={}", dir.join("bus").display()),
-            accessibility: format!("unix:path={}", a11y_socket.display()),
-        };
+        let session = format!("unix:path={}", dir.join("bus").display());
+        let accessibility = format!("unix:path={}", a11y_socket.display());
 
         let mut daemon = programs.command("dbus-daemon");
-        daemon.args(["--session", "--nofork", "--nopidfile", "--nosyslog"]).arg(format!("--address={}", buses.session));
+        daemon.args(["--session", "--nofork", "--nopidfile", "--nosyslog"]).arg(format!("--address={session}"));
         let pid = programs.spawn(daemon).map_err(|_| Error::Accessibility(A11Y_INSTALL_HINT.into()))?;
         wait_for_socket(&dir.join("bus"), programs, pid, "dbus-daemon")?;
 
-        programs.set("DBUS_SESSION_BUS_ADDRESS", &buses.session);
+        // From here on, every program (the launcher first) is on the desktop's session bus.
+        programs.set("DBUS_SESSION_BUS_ADDRESS", &session);
         let mut bus_launcher = programs.command(&launcher.to_string_lossy());
         bus_launcher.arg("--launch-immediately");
         let pid = programs.spawn(bus_launcher)?;
         wait_for_socket(&a11y_socket, programs, pid, "at-spi-bus-launcher")?;
-        Ok(buses)
-    }
 
-    /// Gives every program started from now on the buses, and turns accessibility on for the
-    /// toolkits that need to be told (Qt; GTK loads its bridge by itself).
-    pub(crate) fn export(&self, programs: &mut Programs) {
-        programs.set("DBUS_SESSION_BUS_ADDRESS", &self.session);
-        programs.set("AT_SPI_BUS_ADDRESS", &self.accessibility);
+        // Programs find the accessibility bus directly, and the toolkits that need to be told
+        // turn accessibility on (Qt; GTK loads its bridge by itself).
+        programs.set("AT_SPI_BUS_ADDRESS", &accessibility);
         programs.set("GTK_MODULES", "gail:atk-bridge");
         programs.set("QT_LINUX_ACCESSIBILITY_ALWAYS_ON", "1");
         programs.set("QT_ACCESSIBILITY", "1");
         programs.set("ACCESSIBILITY_ENABLED", "1");
         // No dconf daemon runs here: settings live in memory, without warnings.
         programs.set("GSETTINGS_BACKEND", "memory");
+        Ok(Buses { accessibility })
     }
 
     /// The accessibility bus's address.

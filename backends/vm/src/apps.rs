@@ -108,7 +108,6 @@ impl Desktop {
                     return Err(e);
                 }
             };
-            buses.export(&mut programs);
             desktop.buses = Some(buses);
         }
         desktop.programs = Some(programs);
@@ -195,11 +194,14 @@ impl Desktop {
             })
             .collect::<Result<Vec<_>, _>>()
             .on(d)?;
+        // Asked once per look, not per window.
+        let atom = |name: &[u8]| self.conn.intern_atom(false, name).ok()?.reply().ok().map(|r| r.atom);
+        let net_name = atom(b"_NET_WM_NAME").zip(atom(b"UTF8_STRING"));
         let mut windows: Vec<WindowInfo> = Vec::new();
         for (&window, cookie) in found.iter().zip(asked) {
             let Ok(reply) = cookie.reply() else { continue };
             let Some(&pid) = reply.ids.iter().find_map(|id| id.value.first()) else { continue };
-            let title = self.title(window);
+            let title = self.title(window, net_name);
             match windows.iter_mut().find(|w| w.pid == pid) {
                 // A program's titled window (inside its frame) says more than an untitled one.
                 Some(known) if known.title.is_empty() && !title.is_empty() => {
@@ -212,14 +214,14 @@ impl Desktop {
         Ok(windows)
     }
 
-    /// A window's title, or empty.
-    fn title(&self, window: Window) -> String {
-        let atom = |name: &[u8]| self.conn.intern_atom(false, name).ok()?.reply().ok().map(|r| r.atom);
+    /// A window's title (`_NET_WM_NAME` when `net_name`, its atom and `UTF8_STRING`'s, is known;
+    /// else `WM_NAME`), or empty.
+    fn title(&self, window: Window, net_name: Option<(u32, u32)>) -> String {
         let read = |property: u32, kind: u32| -> Option<String> {
             let reply = self.conn.get_property(false, window, property, kind, 0, 1024).ok()?.reply().ok()?;
             (!reply.value.is_empty()).then(|| String::from_utf8_lossy(&reply.value).into_owned())
         };
-        let net = atom(b"_NET_WM_NAME").zip(atom(b"UTF8_STRING")).and_then(|(name, utf8)| read(name, utf8));
+        let net = net_name.and_then(|(name, utf8)| read(name, utf8));
         net.or_else(|| read(AtomEnum::WM_NAME.into(), AtomEnum::STRING.into())).unwrap_or_default()
     }
 

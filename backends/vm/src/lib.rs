@@ -3,9 +3,12 @@
 //! An X11 desktop you can see and drive, in-process: a [`Desktop`] starts its own Xvfb (or
 //! attaches to a running display), takes screenshots over MIT-SHM, encodes them as PNG, and moves
 //! the mouse and types through XTEST, with no helper process per action. A private Xvfb admits
-//! only clients holding its cookie ([`Desktop::xauthority`]). It knows nothing of
-//! sessions, JSON or async; the engine's `vm` adapter (`src/backends/vm.rs` in the root crate)
-//! maps tools onto it and keeps its blocking calls off async worker threads.
+//! only clients holding its cookie ([`Desktop::xauthority`]). Started with [`DesktopOptions`],
+//! it also runs programs (a window manager, start-up commands, [`Desktop::launch`]) and a D-Bus
+//! session bus and AT-SPI bus of its own, whose [`Accessibility`] tree is read in bulk and written
+//! as OSWorld's XML. It knows nothing of sessions or JSON; the [`Desktop`] blocks (callers keep it
+//! off async worker threads), the tree is read on tokio. The engine's `vm` adapter
+//! (`src/backends/vm.rs` in the root crate) maps tools onto it.
 //!
 //! | module | owns |
 //! |---|---|
@@ -15,6 +18,10 @@
 //! | `keys` | pyautogui key names and characters to X keysyms |
 //! | `keymap` | keycodes for keysyms, spare keycodes for what the keymap lacks |
 //! | `screenshot` | pixel formats to RGB, PNG encoding |
+//! | `programs` | what runs on a desktop: its environment, its mark, the sweep that ends it |
+//! | `apps` | [`DesktopOptions`], launching, the window manager, finding a program's window |
+//! | `a11y` | the desktop's session bus and accessibility bus |
+//! | `tree` | [`Accessibility`]: the accessibility tree, read and written as XML |
 //!
 //! ```no_run
 //! use agentflow_vm::{Button, Desktop, Key};
