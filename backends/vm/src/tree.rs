@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 pub const MAX_DEPTH: usize = 50;
 /// Children kept per object, as OSWorld.
 pub const MAX_CHILDREN: usize = 1024;
-/// Calls in flight at once on the bus.
+/// Calls in flight at once to one application.
 const IN_FLIGHT: usize = 64;
 /// How long one call may take before the application is taken as hung.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -158,8 +158,7 @@ impl Accessibility {
     pub async fn tree(&self, options: &TreeOptions) -> Result<Tree> {
         let root =
             ObjectRefOwned::from_static_str_unchecked("org.a11y.atspi.Registry", "/org/a11y/atspi/accessible/root");
-        let apps: Vec<ObjectRefOwned> =
-            Self::call(&self.conn, &root, "org.a11y.atspi.Accessible", "GetChildren", &()).await?;
+        let apps: Vec<ObjectRefOwned> = Self::call(&self.conn, &root, ACCESSIBLE, "GetChildren", &()).await?;
         self.forget_apps_but(&apps);
         let mut reads = JoinSet::new();
         for (at, app) in apps.into_iter().enumerate() {
@@ -450,13 +449,12 @@ fn node_of(item: &CacheItem) -> Node {
 
 /// An object not in any cache, asked for its role, name, states, interfaces and child count.
 async fn describe(conn: &zbus::Connection, object: ObjectRefOwned) -> Result<Node> {
-    const A: &str = "org.a11y.atspi.Accessible";
     let (role, states, ifaces, name, count) = tokio::join!(
-        Accessibility::call::<_, Role>(conn, &object, A, "GetRole", &()),
-        Accessibility::call::<_, StateSet>(conn, &object, A, "GetState", &()),
-        Accessibility::call::<_, InterfaceSet>(conn, &object, A, "GetInterfaces", &()),
-        property::<String>(conn, &object, A, "Name"),
-        property::<i32>(conn, &object, A, "ChildCount"),
+        Accessibility::call::<_, Role>(conn, &object, ACCESSIBLE, "GetRole", &()),
+        Accessibility::call::<_, StateSet>(conn, &object, ACCESSIBLE, "GetState", &()),
+        Accessibility::call::<_, InterfaceSet>(conn, &object, ACCESSIBLE, "GetInterfaces", &()),
+        property::<String>(conn, &object, ACCESSIBLE, "Name"),
+        property::<i32>(conn, &object, ACCESSIBLE, "ChildCount"),
     );
     Ok(Node {
         object,
@@ -487,20 +485,14 @@ async fn property<T: TryFrom<OwnedValue>>(
 async fn extras(conn: &zbus::Connection, object: &ObjectRefOwned, ifaces: InterfaceSet, states: StateSet) -> Extras {
     let shown = states.contains(State::Visible) && states.contains(State::Showing);
     let attributes = async {
-        Accessibility::call::<_, HashMap<String, String>>(
-            conn,
-            object,
-            "org.a11y.atspi.Accessible",
-            "GetAttributes",
-            &(),
-        )
-        .await
-        .map(|map| {
-            let mut pairs: Vec<_> = map.into_iter().collect();
-            pairs.sort();
-            pairs
-        })
-        .unwrap_or_default()
+        Accessibility::call::<_, HashMap<String, String>>(conn, object, ACCESSIBLE, "GetAttributes", &())
+            .await
+            .map(|map| {
+                let mut pairs: Vec<_> = map.into_iter().collect();
+                pairs.sort();
+                pairs
+            })
+            .unwrap_or_default()
     };
     let extents = async {
         if !(shown && ifaces.contains(Interface::Component)) {
