@@ -69,6 +69,13 @@ pub trait Backend: Send + Sync + 'static {
     /// The tools this backend offers, with their parameters.
     fn tools(&self) -> Vec<ToolSpec>;
 
+    /// Whether its tools are known only once it is warmed up (an MCP backend lists its servers'
+    /// then): the engine asks [`Backend::tools`] again after each successful warm-up, and a call
+    /// of an unknown tool of its resource warms it up first.
+    fn discovers_tools(&self) -> bool {
+        false
+    }
+
     /// Per-session or shared.
     fn scope(&self) -> Scope {
         Scope::Session
@@ -84,6 +91,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn create_session(&self, config: &Map<String, Value>) -> Result<SessionState> {
         let _ = config;
         Err(crate::Error::Internal(format!("backend '{}' has no sessions", self.name())))
+    }
+
+    /// Starts the session `id`: [`Backend::create_session`] unless the backend needs the id
+    /// (MCP names things after it). A pooled session is started with no id, by `create_session`.
+    async fn create_named_session(&self, id: &str, config: &Map<String, Value>) -> Result<SessionState> {
+        let _ = id;
+        self.create_session(config).await
     }
 
     /// Whether a session started with the default config (`create_session` of an empty map, as

@@ -254,6 +254,9 @@ fn expand_value(value: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> R
     Ok(())
 }
 
+/// Placeholders a config file's expansion leaves as they are, for each session to fill.
+pub const SESSION_PLACEHOLDERS: [&str; 2] = ["agent_workspace", "session_id"];
+
 fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -266,6 +269,12 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String> {
             Some((n, d)) => (n, Some(d)),
             None => (body, None),
         };
+        if SESSION_PLACEHOLDERS.contains(&body) {
+            // Filled per session by the backend (mcp: a server's command, args, env, cwd).
+            out.push_str(&rest[start..start + 2 + end + 1]);
+            rest = &after[end + 1..];
+            continue;
+        }
         match lookup(name).filter(|v| !v.is_empty() || default.is_none()) {
             Some(v) => out.push_str(&v),
             None => out.push_str(default.unwrap_or("")),
@@ -291,6 +300,9 @@ mod tests {
         assert_eq!(expand("${SET:-x}", &env).unwrap(), "value");
         assert_eq!(expand("${UNSET}", &env).unwrap(), "");
         assert!(expand("${OPEN", &env).is_err());
+        // A session's placeholders are left for the session.
+        assert_eq!(expand("${agent_workspace}/m.json ${SET}", &env).unwrap(), "${agent_workspace}/m.json value");
+        assert_eq!(expand("${session_id}", &env).unwrap(), "${session_id}");
     }
 
     #[test]

@@ -193,6 +193,70 @@ impl Param {
     }
 }
 
+/// A JSON Schema given as is (an MCP server's input schema), compiled once to check calls.
+#[derive(Clone)]
+pub struct RawSchema {
+    schema: Value,
+    /// `None` when the schema does not compile: calls are then only checked to be objects.
+    validator: Option<std::sync::Arc<jsonschema::Validator>>,
+}
+
+impl std::fmt::Debug for RawSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSchema").field("schema", &self.schema).field("compiled", &self.validator.is_some()).finish()
+    }
+}
+
+impl RawSchema {
+    /// Compiles `schema` (any draft the schema names; no remote reference is fetched). A schema
+    /// that does not compile is kept for publishing and a warning logged.
+    pub fn new(schema: Value) -> Self {
+        let validator = match jsonschema::options().should_validate_formats(false).build(&schema) {
+            Ok(v) => Some(std::sync::Arc::new(v)),
+            Err(e) => {
+                tracing::warn!(
+                    "a tool's input schema does not compile ({e}): its calls are checked only to be objects"
+                );
+                None
+            }
+        };
+        RawSchema { schema, validator }
+    }
+
+    /// The schema as given.
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// Checks `params` (an object) against the schema: the first error, naming the field
+    /// (`edits[0].oldText`; a missing property by its own name).
+    fn validate(&self, params: &Value) -> Result<()> {
+        let Some(validator) = &self.validator else { return Ok(()) };
+        let Some(error) = validator.iter_errors(params).next() else { return Ok(()) };
+        let mut field = String::new();
+        for segment in error.instance_path().iter() {
+            match segment {
+                jsonschema::paths::LocationSegment::Property(p) => {
+                    if !field.is_empty() {
+                        field.push('.');
+                    }
+                    field.push_str(&p);
+                }
+                jsonschema::paths::LocationSegment::Index(i) => field.push_str(&format!("[{i}]")),
+            }
+        }
+        if let jsonschema::error::ValidationErrorKind::Required { property } = error.kind() {
+            let name = property.as_str().map_or_else(|| property.to_string(), str::to_owned);
+            field = if field.is_empty() { name } else { format!("{field}.{name}") };
+            return Err(Error::param(field, "missing required parameter"));
+        }
+        if field.is_empty() {
+            field = "params".into();
+        }
+        Err(Error::param(field, error.to_string()))
+    }
+}
+
 /// A tool as its backend describes it.
 #[derive(Debug, Clone)]
 pub struct ToolSpec {
@@ -207,12 +271,28 @@ pub struct ToolSpec {
     /// Needs no session state (`vm:wait`, `vm:done`): when the worker has no session, it runs
     /// with none rather than in a temporary one; when it has one, it runs in that session's turn.
     pub sessionless: bool,
+    /// A JSON Schema given as is, published and checked instead of `params` (which is then
+    /// empty): an MCP server's tool.
+    pub raw_schema: Option<RawSchema>,
 }
 
 impl ToolSpec {
     /// A visible tool.
     pub fn new(name: impl Into<String>, description: impl Into<String>, params: Vec<Param>) -> Self {
-        ToolSpec { name: name.into(), description: description.into(), params, hidden: false, sessionless: false }
+        ToolSpec {
+            name: name.into(),
+            description: description.into(),
+            params,
+            hidden: false,
+            sessionless: false,
+            raw_schema: None,
+        }
+    }
+
+    /// A visible tool whose parameters are described by a JSON Schema given as is (see
+    /// [`RawSchema`]).
+    pub fn with_schema(name: impl Into<String>, description: impl Into<String>, schema: Value) -> Self {
+        ToolSpec { raw_schema: Some(RawSchema::new(schema)), ..ToolSpec::new(name, description, Vec::new()) }
     }
 
     /// Marks the tool as needing no session state.
@@ -229,6 +309,9 @@ impl ToolSpec {
 
     /// The JSON Schema of the parameters, as an LLM function-calling API accepts it.
     pub fn schema(&self) -> Value {
+        if let Some(raw) = &self.raw_schema {
+            return raw.schema.clone();
+        }
         let mut properties = Map::new();
         for p in &self.params {
             let mut s = p.kind.schema();
@@ -265,6 +348,9 @@ impl ToolSpec {
                 return Err(Error::param("params", format!("expected an object, got {}", type_name(other))));
             }
         };
+        if let Some(raw) = &self.raw_schema {
+            return raw.validate(params);
+        }
         for p in &self.params {
             match obj.get(&p.name) {
                 None | Some(Value::Null) if p.required => {
@@ -307,6 +393,7 @@ pub fn tool_specs<T: JsonSchema>() -> Vec<ToolSpec> {
                 params,
                 hidden: flag("x-hidden"),
                 sessionless: flag("x-sessionless"),
+                raw_schema: None,
             }
         })
         .collect()

@@ -430,6 +430,32 @@ impl SessionConfig {
     }
 }
 
+/// The jail a config's isolation keys describe (`isolation`, `network`, `writable`, the limits,
+/// `work_root`, `uid_*`, read and checked as a bash session's are), or none: for another backend
+/// whose processes run in the same kind of jail (mcp).
+pub(crate) fn jail_config(config: &Map<String, Value>) -> Result<Option<JailConfig>> {
+    let config = SessionConfig::parse(config)?;
+    if let Some(jail) = &config.jail {
+        check_work_root(&jail.root).map_err(|e| Error::param("work_root", e))?;
+    }
+    Ok(config.jail)
+}
+
+/// The keys of a config that describe a jail (see [`jail_config`]).
+pub(crate) const JAIL_KEYS: &[&str] = &[
+    "isolation",
+    "network",
+    "writable",
+    "memory_mb",
+    "max_processes",
+    "cpu_seconds",
+    "file_size_mb",
+    "disk_mb",
+    "work_root",
+    "uid_first",
+    "uid_count",
+];
+
 /// What a bash session holds: its settings, its shell (replaced when it dies) and its jail,
 /// which outlives the shells of the session (work directory, cgroups). The shell is dropped
 /// before the jail.

@@ -18,13 +18,15 @@ pub mod memory;
 
 #[cfg(feature = "bash")]
 pub mod bash;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 #[cfg(feature = "rag")]
 pub mod rag;
 #[cfg(feature = "vm")]
 pub mod vm;
 
 /// The names of the built-in backends.
-pub const BUILTIN: [&str; 3] = ["bash", "vm", "rag"];
+pub const BUILTIN: [&str; 4] = ["bash", "vm", "rag", "mcp"];
 
 /// Makes the built-in backend `name` with its default config and the operator's policy
 /// (`resources.<name>.policy`: what sessions may loosen; see each adapter's documentation).
@@ -37,13 +39,17 @@ pub fn builtin(name: &str, config: &Map<String, Value>, policy: &Map<String, Val
         "vm" => Ok(Arc::new(vm::VmBackend::with_policy(config.clone(), policy.clone())?)),
         #[cfg(feature = "rag")]
         "rag" => Ok(Arc::new(rag::RagBackend::new(config.clone())?)),
+        #[cfg(feature = "mcp")]
+        "mcp" => Ok(Arc::new(mcp::McpBackend::new(config.clone())?)),
         #[cfg(not(feature = "bash"))]
         "bash" => Ok(Arc::new(Disabled(name.to_owned()))),
         #[cfg(not(feature = "vm"))]
         "vm" => Ok(Arc::new(Disabled(name.to_owned()))),
         #[cfg(not(feature = "rag"))]
         "rag" => Ok(Arc::new(Disabled(name.to_owned()))),
-        other => Err(Error::Config(format!("unknown backend '{other}': built-in ones are bash, vm, rag"))),
+        #[cfg(not(feature = "mcp"))]
+        "mcp" => Ok(Arc::new(Disabled(name.to_owned()))),
+        other => Err(Error::Config(format!("unknown backend '{other}': built-in ones are bash, vm, rag, mcp"))),
     }
 }
 

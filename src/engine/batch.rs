@@ -39,7 +39,7 @@ impl Engine {
             let mut lanes: BTreeMap<String, Vec<(usize, ExecuteRequest)>> = BTreeMap::new();
             for (i, a) in req.actions.into_iter().enumerate() {
                 let lane = match self.resolve(&a.action) {
-                    Ok(t) => self.inner.slots[self.inner.tools[t].slot].name.clone(),
+                    Ok(t) => self.inner.slots[t.slot].name.clone(),
                     Err(_) => format!("\0{i}"),
                 };
                 lanes.entry(lane).or_default().push((i, call(a)));

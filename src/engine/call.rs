@@ -173,16 +173,17 @@ impl Engine {
         Ok(guard)
     }
 
-    /// Resolves a tool name (docs/protocol.md §4) to its index.
-    pub(super) fn resolve(&self, name: &str) -> Result<usize> {
-        if let Some(&i) = self.inner.aliases.get(name) {
-            return Ok(i);
+    /// Resolves a tool name (docs/protocol.md §4) to its tool.
+    pub(super) fn resolve(&self, name: &str) -> Result<Arc<Tool>> {
+        let registry = self.inner.registry.read();
+        if let Some(&i) = registry.aliases.get(name) {
+            return Ok(registry.tools[i].clone());
         }
-        match self.inner.short.get(name).map(Vec::as_slice) {
-            Some([i]) => Ok(*i),
+        match registry.short.get(name).map(Vec::as_slice) {
+            Some([i]) => Ok(registry.tools[*i].clone()),
             Some(many) => Err(Error::AmbiguousTool {
                 name: name.to_owned(),
-                candidates: many.iter().map(|&i| self.inner.tools[i].full.clone()).collect(),
+                candidates: many.iter().map(|&i| registry.tools[i].full.clone()).collect(),
             }),
             None => Err(Error::ToolNotFound(name.to_owned())),
         }
@@ -204,18 +205,20 @@ impl Engine {
         meta: &mut Meta,
     ) -> Result<Value> {
         check_worker_id(worker)?;
-        let tool_index = match self.resolve(action) {
-            Ok(i) => i,
-            Err(e) => {
-                // A resource whose backend cannot start says so, rather than "no such tool".
-                if let Some(slot) = self.prefix_slot(action) {
+        let tool = match self.resolve(action) {
+            Ok(tool) => tool,
+            Err(e) => match self.prefix_slot(action) {
+                // A resource whose backend cannot start says so, rather than "no such tool"; one
+                // that discovers its tools knows them once warm.
+                Some(slot) if !self.inner.slots[slot].warmed.load(Ordering::Acquire) => {
                     self.ensure_warm(slot).await?;
+                    self.resolve(action)?
                 }
-                return Err(e);
-            }
+                _ => return Err(e),
+            },
         };
+        let tool = &*tool;
         let inner = &*self.inner;
-        let tool = &inner.tools[tool_index];
         let slot = &inner.slots[tool.slot];
         meta.tool = Some(tool.spec.name.clone());
         meta.resource_type = Some(slot.name.clone());
@@ -287,7 +290,7 @@ impl Engine {
         let mut temp =
             Temporary::new(self, Session::new(id.clone(), id.clone(), worker, &slot.name, tool.slot, inner.ttl));
         temp.session.settle(Status::Active);
-        match self.start_state(tool.slot, &Map::new(), pooled).await {
+        match self.start_state(tool.slot, &id, &Map::new(), pooled).await {
             Ok(state) => temp.state = Some(state),
             Err(e) => {
                 inner.live_sessions.fetch_sub(1, Ordering::AcqRel);
@@ -347,6 +350,9 @@ impl Engine {
         }
         match catching(slot.backend.warmup(), "warm-up").await {
             Ok(()) => {
+                if slot.backend.discovers_tools() {
+                    *self.inner.registry.write() = Arc::new(super::Registry::of(&self.inner.slots));
+                }
                 slot.warmed.store(true, Ordering::Release);
                 *last_error = None;
                 Ok(())

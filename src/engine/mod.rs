@@ -95,14 +95,22 @@ pub(super) struct Tool {
     listing: Value,
 }
 
-pub(super) struct Inner {
-    slots: Vec<Slot>,
-    by_resource: HashMap<String, usize>,
-    tools: Vec<Tool>,
+/// The tools the engine serves and their names: built from the backends' [`Backend::tools`]
+/// at build, and again after the warm-up of a backend that [discovers](Backend::discovers_tools)
+/// its tools; a call holds the registry it resolved its name in.
+#[derive(Default)]
+pub(super) struct Registry {
+    tools: Vec<Arc<Tool>>,
     /// Full names and their `.`/`-`/`_` spellings, to a tool index.
     aliases: NameMap<usize>,
     /// Short names, to every tool index that has it.
     short: NameMap<Vec<usize>>,
+}
+
+pub(super) struct Inner {
+    slots: Vec<Slot>,
+    by_resource: HashMap<String, usize>,
+    registry: RwLock<Arc<Registry>>,
     sessions: RwLock<Table>,
     /// Temporary sessions of calls running now, by worker, so that destroy finds them.
     temporaries: Mutex<HashMap<String, Vec<Arc<Session>>>>,
@@ -138,12 +146,17 @@ impl Engine {
     pub fn overview(&self) -> Value {
         let table = self.inner.sessions.read();
         json!({
-            "tools_count": self.inner.tools.len(),
+            "tools_count": self.registry().tools.len(),
             "active_workers": table.workers(),
             "total_sessions": table.len(),
             "live_sessions": self.inner.live_sessions.load(Ordering::Acquire),
             "pooled_sessions": self.inner.slots.iter().filter_map(|s| s.pool.as_ref()).map(|p| p.idle()).sum::<usize>(),
         })
+    }
+
+    /// The tools as they are now.
+    pub(super) fn registry(&self) -> Arc<Registry> {
+        self.inner.registry.read().clone()
     }
 
     /// Whether [`Engine::shutdown`] has begun.

@@ -17,7 +17,7 @@ use crate::session::Table;
 
 use super::pool::Pool;
 use super::sessions::reap;
-use super::{Engine, Inner, NameMap, Slot, Tool};
+use super::{Engine, Inner, Registry, Slot, Tool};
 
 /// Builds an [`Engine`].
 #[derive(Default)]
@@ -99,9 +99,6 @@ impl EngineBuilder {
         }
         let mut slots = Vec::new();
         let mut by_resource = HashMap::new();
-        let mut tools = Vec::new();
-        let mut aliases = NameMap::default();
-        let mut short: NameMap<Vec<usize>> = NameMap::default();
         for backend in self.backends {
             let name = backend.name().to_owned();
             if name.is_empty() || name.contains([':', '.', '-', '_']) {
@@ -109,21 +106,6 @@ impl EngineBuilder {
             }
             if by_resource.insert(name.clone(), slots.len()).is_some() {
                 return Err(Error::Config(format!("two backends are named '{name}'")));
-            }
-            for spec in backend.tools() {
-                let full = format!("{name}:{}", spec.name);
-                let index = tools.len();
-                for sep in [':', '.', '-', '_'] {
-                    aliases.insert(format!("{name}{sep}{}", spec.name), index);
-                }
-                short.entry(spec.name.to_owned()).or_default().push(index);
-                let listing = json!({
-                    "name": full,
-                    "description": spec.description,
-                    "resource_type": name,
-                    "parameters": spec.schema(),
-                });
-                tools.push(Tool { slot: slots.len(), spec, full, listing });
             }
             let pool = match self.pools.remove(&name) {
                 Some(size) if size > 0 && backend.scope() == Scope::Shared => {
@@ -147,12 +129,11 @@ impl EngineBuilder {
             return Err(Error::Config(format!("a pool for '{name}', which is not a backend of this engine")));
         }
         let ttl = self.ttl.unwrap_or(Duration::from_secs(300));
+        let registry = RwLock::new(Arc::new(Registry::of(&slots)));
         let inner = Arc::new(Inner {
             slots,
             by_resource,
-            tools,
-            aliases,
-            short,
+            registry,
             sessions: RwLock::new(Table::default()),
             temporaries: Mutex::new(HashMap::new()),
             live_sessions: AtomicUsize::new(0),
@@ -180,6 +161,32 @@ impl EngineBuilder {
     }
 }
 
+impl Registry {
+    /// The tools of `slots`' backends as they list them now.
+    pub(super) fn of(slots: &[Slot]) -> Registry {
+        let mut registry = Registry::default();
+        for (index, slot) in slots.iter().enumerate() {
+            let name = &slot.name;
+            for spec in slot.backend.tools() {
+                let full = format!("{name}:{}", spec.name);
+                let at = registry.tools.len();
+                for sep in [':', '.', '-', '_'] {
+                    registry.aliases.insert(format!("{name}{sep}{}", spec.name), at);
+                }
+                registry.short.entry(spec.name.to_owned()).or_default().push(at);
+                let listing = json!({
+                    "name": full,
+                    "description": spec.description,
+                    "resource_type": name,
+                    "parameters": spec.schema(),
+                });
+                registry.tools.push(Arc::new(Tool { slot: index, spec, full, listing }));
+            }
+        }
+        registry
+    }
+}
+
 impl Engine {
     /// A builder with no backends.
     pub fn builder() -> EngineBuilder {
@@ -188,14 +195,15 @@ impl Engine {
 
     /// Every tool with its JSON Schema; hidden ones only when asked.
     pub fn list_tools(&self, include_hidden: bool) -> Envelope {
+        let registry = self.registry();
         let tools: Vec<&Value> =
-            self.inner.tools.iter().filter(|t| include_hidden || !t.spec.hidden).map(|t| &t.listing).collect();
+            registry.tools.iter().filter(|t| include_hidden || !t.spec.hidden).map(|t| &t.listing).collect();
         Envelope::ok(json!({"tools": tools, "total": tools.len()})).traced(None)
     }
 
     /// The tools as the original project's `/api/v1/tools` listed them.
     pub fn tool_summaries(&self, include_hidden: bool) -> Vec<Value> {
-        self.inner
+        self.registry()
             .tools
             .iter()
             .filter(|t| include_hidden || !t.spec.hidden)
@@ -215,7 +223,7 @@ impl Engine {
 
     /// One tool's listing with its schema, by any name that resolves to it.
     pub fn tool_schema(&self, name: &str) -> Result<Value> {
-        let t = &self.inner.tools[self.resolve(name)?];
+        let t = self.resolve(name)?;
         let mut v = t.listing.clone();
         v["short_name"] = json!(t.spec.name);
         v["hidden"] = json!(t.spec.hidden);

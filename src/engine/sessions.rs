@@ -119,12 +119,13 @@ impl Engine {
         }
     }
 
-    /// A session's state for `slot` with `config`: from the warm pool (`pooled`, already
+    /// The state of session `id` of `slot` with `config`: from the warm pool (`pooled`, already
     /// holding its place under the cap, adopted to `config`) or freshly started. A pooled
     /// session the backend cannot adopt is destroyed and a fresh one started in its place.
     pub(super) async fn start_state(
         &self,
         slot: usize,
+        id: &str,
         config: &Map<String, Value>,
         pooled: Option<SessionState>,
     ) -> Result<SessionState> {
@@ -138,7 +139,7 @@ impl Engine {
                 }
             }
         }
-        catching(backend.create_session(config), "session creation").await
+        catching(backend.create_named_session(id, config), "session creation").await
     }
 
     /// An idle pooled session of `slot` that can serve `config`, if there is one.
@@ -254,7 +255,7 @@ impl Engine {
                 Err(Error::Session(format!("session {} failed to start; try again", session.id)))
             };
         };
-        match self.start_state(slot_index, &config, pooled).await {
+        match self.start_state(slot_index, &session.id, &config, pooled).await {
             Ok(state) => {
                 if let Some(desktop) = slot.backend.offers(&state) {
                     self.offer_desktop(worker, &session.id, desktop);
@@ -467,7 +468,7 @@ impl Engine {
             worker_id: worker_id.to_owned(),
             active_resources: sessions.iter().map(|s| s.resource.clone()).collect(),
             sessions: sessions.iter().map(|s| (s.resource.clone(), SessionSummary::of(s))).collect(),
-            tools_available: self.inner.tools.len(),
+            tools_available: self.registry().tools.len(),
         })
     }
 
