@@ -19,6 +19,8 @@ mod http;
 mod jail;
 #[cfg(feature = "bash")]
 mod load;
+#[cfg(feature = "mcp")]
+mod mcp;
 #[cfg(feature = "rag")]
 mod rag;
 #[cfg(feature = "bash")]

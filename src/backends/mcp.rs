@@ -225,35 +225,25 @@ impl McpBackend {
         }
     }
 
-    /// Starts `names` at once, each with its spec; on any failure the others are stopped.
-    async fn start_all(&self, specs: Vec<(String, ServerSpec)>) -> Result<BTreeMap<String, Server>> {
+    /// Starts servers at once, each with its spec: those that started, and why the others did not.
+    async fn start_each(&self, specs: Vec<(String, ServerSpec)>) -> (BTreeMap<String, Server>, Vec<Error>) {
         let timeout = self.start_timeout;
         let mut set = tokio::task::JoinSet::new();
         for (name, spec) in specs {
             set.spawn(async move { (name.clone(), Server::start(&name, &spec, timeout).await) });
         }
         let mut started = BTreeMap::new();
-        let mut failure = None;
+        let mut failures = Vec::new();
         while let Some(joined) = set.join_next().await {
             match joined {
                 Ok((name, Ok(server))) => {
                     started.insert(name, server);
                 }
-                Ok((_, Err(e))) => {
-                    failure.get_or_insert(server_error(e));
-                }
-                Err(e) => {
-                    failure.get_or_insert(Error::Internal(format!("an MCP server's start panicked: {e}")));
-                }
+                Ok((_, Err(e))) => failures.push(server_error(e)),
+                Err(e) => failures.push(Error::Internal(format!("an MCP server's start panicked: {e}"))),
             }
         }
-        match failure {
-            None => Ok(started),
-            Some(e) => {
-                stop_all(started).await;
-                Err(e)
-            }
-        }
+        (started, failures)
     }
 
     /// The work directory of a new session, and its jail when the backend has one.
@@ -292,29 +282,26 @@ impl McpBackend {
         let (workspace, jail) = self.workspace("warmup").await?;
         let fill = Fill { workspace: workspace.path.display().to_string(), session: "warmup".into() };
         let specs = self.enabled.iter().map(|n| (n.clone(), self.spec(n, &fill, jail.as_ref()))).collect();
-        let started = self.start_all(specs).await;
+        let (mut servers, mut failures) = self.start_each(specs).await;
         let mut tools = vec![info_tool()];
-        let outcome = match started {
-            Err(e) => Err(e),
-            Ok(mut servers) => {
-                let mut failure = None;
-                for (name, server) in &mut servers {
-                    match server.tools(LIST_TIMEOUT).await {
-                        Ok(listed) => tools.extend(listed.into_iter().map(|t| {
-                            ToolSpec::with_schema(
-                                format!("{name}.{}", t.name),
-                                t.description,
-                                Value::Object(t.input_schema),
-                            )
-                        })),
-                        Err(e) => {
-                            failure.get_or_insert(server_error(e));
-                        }
-                    }
-                }
-                stop_all(servers).await;
-                failure.map_or(Ok(()), Err)
+        for (name, server) in &mut servers {
+            match server.tools(LIST_TIMEOUT).await {
+                Ok(listed) => tools.extend(listed.into_iter().map(|t| {
+                    ToolSpec::with_schema(format!("{name}.{}", t.name), t.description, Value::Object(t.input_schema))
+                })),
+                Err(e) => failures.push(server_error(e)),
             }
+        }
+        let listed = servers.len();
+        stop_all(servers).await;
+        for e in &failures {
+            tracing::warn!("mcp warm-up: {e}: its tools are not published; sessions that enable it fail to start");
+        }
+        // Warm when some server offers tools (or none is configured): one broken server of many
+        // leaves the others usable, and sessions that enable it say why it fails.
+        let outcome = match failures.into_iter().next() {
+            Some(e) if listed == 0 => Err(e),
+            _ => Ok(()),
         };
         release(workspace, jail).await;
         outcome.map(|()| tools)
@@ -446,13 +433,12 @@ impl Backend for McpBackend {
         let fill = Fill { workspace: workspace.path.display().to_string(), session: id.to_owned() };
         let specs: Vec<(String, ServerSpec)> =
             enabled.iter().map(|n| (n.clone(), self.spec(n, &fill, jail.as_ref()))).collect();
-        let mut started = match self.start_all(specs.clone()).await {
-            Ok(started) => started,
-            Err(e) => {
-                release(workspace, jail).await;
-                return Err(e);
-            }
-        };
+        let (mut started, failures) = self.start_each(specs.clone()).await;
+        if let Some(e) = failures.into_iter().next() {
+            stop_all(started).await;
+            release(workspace, jail).await;
+            return Err(e);
+        }
         let servers = specs.into_iter().map(|(name, spec)| {
             let server = started.remove(&name);
             (name, (spec, server))
@@ -539,7 +525,11 @@ impl Backend for McpBackend {
                     .unwrap_or("no text");
                 Err(Error::Backend { message: format!("mcp:{tool} reported an error: {text}"), data: result })
             }
-            Ok(result) => Ok(result),
+            Ok(mut result) => {
+                // Written out even when false (the SDK leaves it out), as clients read it.
+                result["isError"] = json!(false);
+                Ok(result)
+            }
             Err(e @ agentflow_mcp::Error::Gone { .. }) => {
                 if let Some(dead) = running.take() {
                     dead.stop().await;
