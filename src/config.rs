@@ -142,7 +142,7 @@ pub struct AuthConfig {
 pub const SHIPPED_CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/backends/rag/corpus/agentflow-docs.jsonl");
 
 impl Default for Config {
-    /// The three built-in backends with their defaults; `rag` serves the shipped corpus.
+    /// The built-in backends with their defaults; `rag` serves the shipped corpus, `mcp` has no server.
     fn default() -> Self {
         let mut resources = BTreeMap::new();
         for name in crate::backends::BUILTIN {

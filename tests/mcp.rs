@@ -368,3 +368,16 @@ async fn a_jailed_sessions_servers_run_as_the_jails_own_uid_writing_only_its_wor
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "inside");
     destroy_leaves_nothing(&engine, "jailed", &workspace).await;
 }
+
+#[tokio::test]
+async fn the_example_config_names_the_filesystem_and_memory_servers() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mcp.json");
+    let mut config = agentflow_sandbox::Config::load(&path).unwrap();
+    let mcp = &config.resources["mcp"].config;
+    assert_eq!(mcp["servers"]["filesystem"]["args"][2], "${agent_workspace}", "left for the session to fill");
+    assert_eq!(mcp["servers"]["memory"]["env"]["MEMORY_FILE_PATH"], "${agent_workspace}/memory.jsonl");
+    // The engine accepts it (without warming up: that would download the servers).
+    config.warmup.enabled = false;
+    let engine = config.engine().unwrap();
+    assert_eq!(engine.backend_names(), ["bash", "mcp"]);
+}

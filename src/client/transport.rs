@@ -155,6 +155,7 @@ impl Transport for InProcess {
     }
 
     async fn tools(&self, include_hidden: bool) -> Result<Envelope> {
+        self.engine.discover_tools().await;
         check(self.engine.list_tools(include_hidden), None)
     }
 

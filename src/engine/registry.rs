@@ -113,6 +113,9 @@ impl EngineBuilder {
                         "'{name}' is shared by every worker: it has no sessions to pool"
                     )))
                 }
+                Some(size) if size > 0 && !backend.pool_serves(&serde_json::Map::new()) => {
+                    return Err(Error::Config(format!("'{name}' sessions cannot be pooled: each starts its own")))
+                }
                 Some(size) if size > 0 => Some(Pool::new(size)),
                 _ => None,
             };
@@ -191,6 +194,19 @@ impl Engine {
     /// A builder with no backends.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
+    }
+
+    /// Warms up every backend that [discovers its tools](Backend::discovers_tools) and has not
+    /// been warmed yet, so that a listing that follows has their tools (a failure is logged:
+    /// such a backend then lists what it knows). The HTTP `/tools` endpoints call this first.
+    pub async fn discover_tools(&self) {
+        for (index, slot) in self.inner.slots.iter().enumerate() {
+            if slot.backend.discovers_tools() && !slot.warmed.load(Ordering::Acquire) {
+                if let Err(e) = self.ensure_warm(index).await {
+                    tracing::warn!("'{}' could not list its tools: {e}", slot.name);
+                }
+            }
+        }
     }
 
     /// Every tool with its JSON Schema; hidden ones only when asked.

@@ -20,11 +20,13 @@ pub(super) async fn tools(State(s): State<AppState>, Query(q): Query<HashMap<Str
         Ok(h) => h,
         Err(r) => return r,
     };
+    s.engine.discover_tools().await;
     let tools = s.engine.tool_summaries(hidden);
     json_response(StatusCode::OK, &json!({"count": tools.len(), "tools": tools}))
 }
 
 pub(super) async fn tool_schema(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    s.engine.discover_tools().await;
     match s.engine.tool_schema(&name) {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => error_reply(StatusCode::NOT_FOUND, e),

@@ -419,7 +419,10 @@ async fn session_refresh(State(s): State<AppState>, headers: HeaderMap, Body(req
 
 async fn tools(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
     match query_bool(&q, "include_hidden") {
-        Ok(hidden) => Reply(s.engine.list_tools(hidden)).into_response(),
+        Ok(hidden) => {
+            s.engine.discover_tools().await;
+            Reply(s.engine.list_tools(hidden)).into_response()
+        }
         Err(r) => r,
     }
 }
