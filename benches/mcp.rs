@@ -187,7 +187,33 @@ fn start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         });
         alone.push((name, samples));
     }
+    // The floor on this machine: the same three started at once by bare rmcp clients, no engine
+    // (a Node.js server's start is CPU-bound, about 0.4 s of CPU on two threads; three at once
+    // on two cores cannot take as little as one alone).
+    let mut bare_three = Vec::new();
+    let root_arg = [workspace.as_os_str()];
+    group.bench_function("three_at_once_bare_rmcp", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let (a, b, c) = tokio::join!(
+                        bare_start("mcp-server-filesystem", &root_arg, &workspace),
+                        bare_start("mcp-server-memory", &[], &workspace),
+                        bare_start("mcp-server-everything", &[], &workspace)
+                    );
+                    let took = start.elapsed();
+                    bare_three.push(took);
+                    total += took;
+                    drop((a, b, c));
+                }
+                total
+            })
+        })
+    });
     group.finish();
+    let floor = percentiles("three at once, bare rmcp", &mut bare_three);
     let together = percentiles("a session with three servers", &mut session);
     let mut slowest = Duration::ZERO;
     let mut sum = Duration::ZERO;
@@ -203,7 +229,32 @@ fn start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             together.as_secs_f64() / sum.as_secs_f64()
         );
     }
+    if !floor.is_zero() && !together.is_zero() {
+        println!(
+            "session start p50: {:.2}× three bare rmcp clients started at once",
+            together.as_secs_f64() / floor.as_secs_f64()
+        );
+    }
     let _ = std::fs::remove_dir_all(&workspace);
+}
+
+/// A server started and initialised by a bare rmcp client; killed when dropped.
+async fn bare_start(
+    name: &str,
+    args: &[&std::ffi::OsStr],
+    workspace: &std::path::Path,
+) -> (rmcp::service::RunningService<rmcp::RoleClient, ()>, tokio::process::Child) {
+    let mut child = tokio::process::Command::new(program(name))
+        .args(args)
+        .env("MEMORY_FILE_PATH", workspace.join("bare.jsonl"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
+    (().serve(io).await.expect("handshake"), child)
 }
 
 fn main() {
