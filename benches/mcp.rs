@@ -69,51 +69,29 @@ fn echo(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         engine
     });
     // The bare client: rmcp over the server's stdin and stdout, nothing else.
-    let (bare, mut child) = rt.block_on(async {
-        let mut child = tokio::process::Command::new(program("mcp-server-everything"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let io = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
-        (().serve(io).await.expect("handshake"), child)
-    });
+    let workspace = std::env::temp_dir();
+    let (bare, child) = rt.block_on(bare_start("mcp-server-everything", &[], &workspace));
     let arguments = json!({"message": "hello from the bench"}).as_object().unwrap().clone();
     let (mut through_engine, mut through_rmcp) = (Vec::new(), Vec::new());
     let mut group = c.benchmark_group("mcp_echo");
     group.bench_function("engine", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let answer = engine.execute("bench", "mcp:everything.echo", Value::Object(arguments.clone())).await;
-                    let took = start.elapsed();
-                    assert_eq!(answer.code, 0, "{answer:?}");
-                    through_engine.push(took);
-                    total += took;
-                }
-                total
-            })
+            rt.block_on(timed(
+                iters,
+                &mut through_engine,
+                async || engine.execute("bench", "mcp:everything.echo", Value::Object(arguments.clone())).await,
+                async |answer| assert_eq!(answer.code, 0, "{answer:?}"),
+            ))
         })
     });
     group.bench_function("bare_rmcp", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let params = CallToolRequestParams::new("echo").with_arguments(arguments.clone());
-                    let result = bare.call_tool(params).await.expect("echo");
-                    let took = start.elapsed();
-                    assert!(!result.content.is_empty());
-                    through_rmcp.push(took);
-                    total += took;
-                }
-                total
-            })
+            rt.block_on(timed(
+                iters,
+                &mut through_rmcp,
+                async || bare.call_tool(CallToolRequestParams::new("echo").with_arguments(arguments.clone())).await,
+                async |result| assert!(!result.expect("echo").content.is_empty()),
+            ))
         })
     });
     group.finish();
@@ -125,8 +103,7 @@ fn echo(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     }
     rt.block_on(async {
         let _ = engine.destroy_session("bench", "mcp").await;
-        drop(bare);
-        let _ = child.kill().await;
+        drop((bare, child));
     });
 }
 
@@ -142,19 +119,15 @@ fn start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let mut session = Vec::new();
     group.bench_function("session_with_three_servers", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let created = engine.create_session(create("starter")).await;
-                    let took = start.elapsed();
+            rt.block_on(timed(
+                iters,
+                &mut session,
+                async || engine.create_session(create("starter")).await,
+                async |created| {
                     assert_eq!(created.code, 0, "{created:?}");
-                    session.push(took);
-                    total += took;
                     let _ = engine.destroy_session("starter", "mcp").await;
-                }
-                total
-            })
+                },
+            ))
         })
     });
     let mut alone: Vec<(&str, Vec<Duration>)> = Vec::new();
@@ -171,18 +144,12 @@ fn start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         let mut samples = Vec::new();
         group.bench_function(format!("{name}_alone"), |b| {
             b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let start = Instant::now();
-                        let server = Server::start(name, &spec, Duration::from_secs(60)).await.expect("start");
-                        let took = start.elapsed();
-                        samples.push(took);
-                        total += took;
-                        server.stop().await;
-                    }
-                    total
-                })
+                rt.block_on(timed(
+                    iters,
+                    &mut samples,
+                    async || Server::start(name, &spec, Duration::from_secs(60)).await.expect("start"),
+                    async |server| server.stop().await,
+                ))
             })
         });
         alone.push((name, samples));
@@ -194,22 +161,18 @@ fn start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let root_arg = [workspace.as_os_str()];
     group.bench_function("three_at_once_bare_rmcp", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let (a, b, c) = tokio::join!(
+            rt.block_on(timed(
+                iters,
+                &mut bare_three,
+                async || {
+                    tokio::join!(
                         bare_start("mcp-server-filesystem", &root_arg, &workspace),
                         bare_start("mcp-server-memory", &[], &workspace),
                         bare_start("mcp-server-everything", &[], &workspace)
-                    );
-                    let took = start.elapsed();
-                    bare_three.push(took);
-                    total += took;
-                    drop((a, b, c));
-                }
-                total
-            })
+                    )
+                },
+                async |started| drop(started),
+            ))
         })
     });
     group.finish();
@@ -236,6 +199,26 @@ fn start(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         );
     }
     let _ = std::fs::remove_dir_all(&workspace);
+}
+
+/// Runs `work` `iters` times, timing each run (kept in `samples`) but not `after`, which gets
+/// what the run gave (checks, clean-up); the total time.
+async fn timed<T>(
+    iters: u64,
+    samples: &mut Vec<Duration>,
+    mut work: impl AsyncFnMut() -> T,
+    mut after: impl AsyncFnMut(T),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        let out = work().await;
+        let took = start.elapsed();
+        samples.push(took);
+        total += took;
+        after(out).await;
+    }
+    total
 }
 
 /// A server started and initialised by a bare rmcp client; killed when dropped.

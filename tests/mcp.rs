@@ -381,3 +381,20 @@ async fn the_example_config_names_the_filesystem_and_memory_servers() {
     let engine = config.engine().unwrap();
     assert_eq!(engine.backend_names(), ["bash", "mcp"]);
 }
+
+#[cfg(feature = "http")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_over_http_list_the_servers_tools_without_a_warm_up_first() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+    let engine = engine_with(json!({"servers": {"time": stdio("mcp-server-time", json!([]), json!({}))}}));
+    let app = agentflow_sandbox::http::router(engine);
+    let get = |uri: &str| Request::builder().uri(uri).body(Body::empty()).unwrap();
+    for uri in ["/tools", "/api/v1/tools"] {
+        let response = app.clone().oneshot(get(uri)).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("mcp:time.get_current_time"), "{uri}: {text}");
+    }
+}

@@ -199,9 +199,14 @@ impl Engine {
     /// Warms up every backend that [discovers its tools](Backend::discovers_tools) and has not
     /// been warmed yet, so that a listing that follows has their tools (a failure is logged:
     /// such a backend then lists what it knows). The HTTP `/tools` endpoints call this first.
+    /// A backend whose warm-up already failed is not tried again here (a listing must not start
+    /// servers each time it is asked for); a call of one of its tools, or `/warmup`, tries again.
     pub async fn discover_tools(&self) {
         for (index, slot) in self.inner.slots.iter().enumerate() {
             if slot.backend.discovers_tools() && !slot.warmed.load(Ordering::Acquire) {
+                if slot.warming.lock().await.is_some() {
+                    continue;
+                }
                 if let Err(e) = self.ensure_warm(index).await {
                     tracing::warn!("'{}' could not list its tools: {e}", slot.name);
                 }
