@@ -481,3 +481,62 @@ async fn memory_returns_after_large_answers() {
     assert!(kept < 8 << 20, "a refused batch keeps {:.1} MiB", mib(kept));
     engine.shutdown(false, true).await;
 }
+
+/// What Search-R1's retriever client sends (`search_r1/llm_agent/generation.py`:
+/// `requests.post(url, json={"queries": .., "topk": .., "return_scores": True})`), and reads
+/// back (`result`, then each `document["contents"]` split into its title line and text); a
+/// corpus already in that project's shape (`{"id", "contents": "\"title\"\ntext"}`) loads as
+/// it is and comes back unchanged.
+#[cfg(feature = "http")]
+#[tokio::test]
+async fn retrieve_answers_the_search_r1_client_in_its_shapes() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+    let scratch = Scratch::new("retrieve");
+    let mut lines: Vec<String> = FIXTURE.iter().map(|l| l.to_string()).collect();
+    lines.push(r#"{"id": "wiki-7", "contents": "\"Aurora\"\nThe aurora is light in the polar sky made by solar wind particles."}"#.into());
+    let corpus = scratch.path("corpus.jsonl");
+    std::fs::write(&corpus, lines.join("\n") + "\n").unwrap();
+    let app = agentflow_sandbox::http::router(engine_with(json!({"corpus_path": corpus})));
+    let post = |body: Value| {
+        let app = app.clone();
+        async move {
+            let req = Request::post("/retrieve")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()));
+            let response = app.oneshot(req.unwrap()).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let queries = json!(["polar sky lights", "how do plants make oxygen from sunlight"]);
+    let (status, scored) = post(json!({"queries": queries, "topk": 3, "return_scores": true})).await;
+    assert_eq!(status, 200, "{scored}");
+    let result = scored["result"].as_array().unwrap();
+    assert_eq!(result.len(), 2);
+    assert!(result.iter().all(|hits| (1..=3).contains(&hits.as_array().unwrap().len())), "{scored}");
+    let first = &result[0][0];
+    assert_eq!(first["document"]["id"], "wiki-7", "{first}");
+    assert_eq!(
+        first["document"]["contents"],
+        "\"Aurora\"\nThe aurora is light in the polar sky made by solar wind particles."
+    );
+    let scores: Vec<f64> = result[1].as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+    // A passage with a title of its own comes back as that project's corpora store it.
+    let photo = &result[1][0]["document"];
+    assert_eq!(photo["id"], "photosynthesis");
+    let contents = photo["contents"].as_str().unwrap();
+    let (title, text) = contents.split_once('\n').unwrap();
+    assert_eq!(title, "\"Photosynthesis\"");
+    assert!(text.starts_with("Plants convert sunlight"), "{text}");
+    // Without scores: the documents alone.
+    let (_, plain) = post(json!({"queries": ["polar sky lights"], "topk": 1})).await;
+    assert_eq!(plain["result"][0][0]["id"], "wiki-7", "{plain}");
+    assert!(plain["result"][0][0].get("score").is_none());
+    // A request without queries is a 1002 naming it.
+    let (status, error) = post(json!({"topk": 3})).await;
+    assert_eq!((status.as_u16(), &error["code"]), (400, &json!(1002)), "{error}");
+}

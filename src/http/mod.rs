@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 mod compat;
+mod retrieve;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -235,7 +236,8 @@ pub fn router_with(engine: Engine, options: Options) -> (Router, watch::Receiver
         .route("/tools", get(tools))
         .route("/warmup", post(warmup))
         .route("/warmup/status", get(warmup_status))
-        .route("/shutdown", post(shutdown));
+        .route("/shutdown", post(shutdown))
+        .route("/retrieve", post(retrieve::retrieve));
     let v1 = common()
         .route("/tools", get(compat::tools))
         .route("/tools/{name}/schema", get(compat::tool_schema))
