@@ -144,6 +144,13 @@ fn processes_with_env(entry: &str) -> Vec<i32> {
 }
 
 /// Whether `pid` is running (not gone, not a zombie).
+/// A process's start time (field 22 of `/proc/<pid>/stat`), which tells it from a later
+/// process given the same pid.
+fn stat_start(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    text[text.rfind(')')? + 1..].split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
 fn running(pid: i32) -> bool {
     stat(pid).is_some_and(|(state, _)| state != 'Z')
 }
@@ -331,10 +338,20 @@ async fn destroy_leaves_no_xvfb_bus_or_program_behind() {
     for expected in ["dbus-daemon", "at-spi-bus-laun", "at-spi2-registr", "openbox", "gtk3-widget-fac", "sleep"] {
         assert!(names.iter().any(|n| n == expected), "no {expected} among {names:?}");
     }
+    let xvfb_start = stat_start(xvfb);
     ok(engine.destroy_session(worker, "vm").await);
-    let left: Vec<i32> = marked.iter().copied().chain([xvfb]).filter(|&p| running(p)).collect();
+    // A pid still running is the same process only if it still carries the mark (or, for the
+    // Xvfb, started at the same time): a busy machine may have given a dead one's pid to another.
+    let marked_left = processes_with_env(&mark);
+    let left: Vec<i32> = marked
+        .iter()
+        .copied()
+        .filter(|p| marked_left.contains(p))
+        .chain([xvfb].into_iter().filter(|&p| stat_start(p).is_some() && stat_start(p) == xvfb_start))
+        .filter(|&p| running(p))
+        .collect();
     assert!(left.is_empty(), "left running: {left:?}");
-    assert!(processes_with_env(&mark).is_empty());
+    assert!(marked_left.iter().all(|&p| !running(p)), "{marked_left:?}");
 }
 
 #[tokio::test]

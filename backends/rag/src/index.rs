@@ -86,7 +86,8 @@ impl<'a> Budget<'a> {
     }
 
     /// Counts `hit`; an error once the total is over the limit.
-    fn charge(&self, hit: &Hit) -> Result<()> {
+    /// Adds `hit`'s cost; [`Error::OverBudget`] once the total is over the limit.
+    pub fn charge(&self, hit: &Hit) -> Result<()> {
         let cost = (self.cost)(hit);
         let before = self.used.fetch_add(cost, Ordering::Relaxed);
         if before.saturating_add(cost) > self.limit {
@@ -406,6 +407,48 @@ impl Index {
             corpus: self.corpus.clone(),
             index_dir: self.options.index_dir.clone(),
         })
+    }
+
+    /// Every document searchable now, as hits of score 0 (for embedding them all).
+    pub fn documents(&self) -> Result<Vec<Hit>> {
+        let searcher = self.reader.searcher();
+        let mut out = Vec::with_capacity(searcher.num_docs() as usize);
+        for segment in searcher.segment_readers() {
+            let store = segment.get_store_reader(64).map_err(|e| Error::Tantivy(e.into()))?;
+            for doc in segment.doc_ids_alive() {
+                out.push(self.hit(&store.get::<TantivyDocument>(doc)?, 0.0));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The documents with these ids, in this order, each with its given score (an id no
+    /// document has is left out), within `budget` if one is given.
+    pub fn get(&self, wanted: &[(String, f32)], budget: Option<&Budget>) -> Result<Vec<Hit>> {
+        let searcher = self.reader.searcher();
+        let mut out = Vec::with_capacity(wanted.len());
+        for (id, score) in wanted {
+            let term = TermQuery::new(Term::from_field_text(self.fields.id, id), IndexRecordOption::Basic);
+            if let Some((_, address)) = searcher.search(&term, &TopDocs::with_limit(1).order_by_score())?.first() {
+                let hit = self.hit(&searcher.doc(*address)?, *score);
+                if let Some(budget) = budget {
+                    budget.charge(&hit)?;
+                }
+                out.push(hit);
+            }
+        }
+        Ok(out)
+    }
+
+    fn hit(&self, doc: &TantivyDocument, score: f32) -> Hit {
+        let text = |field| doc.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        Hit { id: text(self.fields.id), title: text(self.fields.title), content: text(self.fields.content), score }
+    }
+
+    /// A number that changes with every change of the index's documents (tantivy's opstamp of
+    /// the last commit): what derived data, such as embeddings, is current for.
+    pub fn generation(&self) -> Result<u64> {
+        Ok(self.index.load_metas()?.opstamp)
     }
 
     /// Documents searchable now.

@@ -21,10 +21,14 @@
 //! ```
 
 pub mod corpus;
+#[cfg(feature = "dense")]
+pub mod dense;
 mod error;
 mod index;
 pub mod synthetic;
 
 pub use corpus::{CorpusReader, CorpusStamp, Document};
+#[cfg(feature = "dense")]
+pub use dense::{fuse, Dense, Encoder, EncoderConfig, Fused, Vectors};
 pub use error::{Error, Result};
 pub use index::{Added, Budget, Hit, Index, Options, Origin, Stats, MIN_WRITER_MEMORY};
