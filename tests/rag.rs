@@ -540,3 +540,105 @@ async fn retrieve_answers_the_search_r1_client_in_its_shapes() {
     let (status, error) = post(json!({"topk": 3})).await;
     assert_eq!((status.as_u16(), &error["code"]), (400, &json!(1002)), "{error}");
 }
+
+/// The sentence encoder the dense tests use, installed by `tests/rag/install_model.sh`.
+#[cfg(feature = "dense")]
+fn model_dir() -> String {
+    let dir = std::env::var("AGENTFLOW_RAG_MODEL")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/models/all-MiniLM-L6-v2").to_owned());
+    assert!(
+        std::path::Path::new(&dir).join("model.safetensors").is_file(),
+        "no model in {dir}: run tests/rag/install_model.sh"
+    );
+    dir
+}
+
+/// Queries that share no word (after stemming) with their passage: BM25 cannot find them.
+#[cfg(feature = "dense")]
+const PARAPHRASES: &[(&str, &str)] = &[
+    ("insects that produce a sweet food", "honey"),
+    ("molten rock pouring out of a mountain", "volcano"),
+    ("getting protected from an illness by an injection", "vaccine"),
+];
+
+#[cfg(feature = "dense")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dense_finds_paraphrases_and_hybrid_keeps_both_rankings() {
+    let scratch = Scratch::new("dense");
+    let corpus = write_fixture(&scratch);
+    let engine = engine_with(json!({"corpus_path": corpus, "model_dir": model_dir()}));
+    for (query, expected) in PARAPHRASES {
+        let words = ok(engine.execute("w", "rag:search", json!({"query": query, "mode": "bm25"})).await);
+        assert!(!ids(&words).first().is_some_and(|id| id == expected), "BM25 should miss '{query}': {words}");
+        let meaning = ok(engine.execute("w", "rag:search", json!({"query": query, "mode": "dense", "top_k": 3})).await);
+        assert_eq!(ids(&meaning)[0], *expected, "{query}: {meaning}");
+        let score = meaning["results"][0]["score"].as_f64().unwrap();
+        assert!(score > 0.0 && score <= 1.0, "a cosine: {score}");
+    }
+    // Hybrid is the default with a model; each hit says where each method ranked it.
+    let hybrid = ok(engine.execute("w", "rag:search", json!({"query": "bee hives", "top_k": 3})).await);
+    assert_eq!(hybrid["mode"], "hybrid");
+    let first = &hybrid["results"][0];
+    assert_eq!(first["id"], "honey", "{hybrid}");
+    assert_eq!((first["bm25_rank"].as_u64(), first["dense_rank"].as_u64()), (Some(1), Some(1)), "{first}");
+    // A passage only the encoder found has no BM25 rank.
+    let only_meaning = ok(engine.execute("w", "rag:search", json!({"query": PARAPHRASES[0].0, "top_k": 12})).await);
+    let honey = only_meaning["results"].as_array().unwrap().iter().find(|h| h["id"] == "honey").unwrap();
+    assert!(honey["bm25_rank"].is_null() && honey["dense_rank"] == 1, "{honey}");
+    // Documents added at run time are found by meaning at once.
+    let doc = json!({"id": "aurora", "title": "Aurora", "content": "Charged particles from the sun make the polar sky glow green."});
+    ok(engine.execute("w", "rag:index", json!({"documents": [doc]})).await);
+    let found =
+        ok(engine.execute("w", "rag:search", json!({"query": "northern lights", "mode": "dense", "top_k": 1})).await);
+    assert_eq!(ids(&found), ["aurora"]);
+    let batch = ok(engine
+        .execute(
+            "w",
+            "rag:batch_search",
+            json!({"queries": ["northern lights", "bee hives"], "mode": "dense", "top_k": 1}),
+        )
+        .await);
+    assert_eq!(
+        (batch["results"][0][0]["id"].as_str(), batch["results"][1][0]["id"].as_str()),
+        (Some("aurora"), Some("honey"))
+    );
+}
+
+#[cfg(feature = "dense")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vectors_are_kept_beside_the_index_and_reused() {
+    let scratch = Scratch::new("dense-dir");
+    let corpus = write_fixture(&scratch);
+    let config = json!({"corpus_path": corpus, "index_dir": scratch.path("index"), "model_dir": model_dir()});
+    let dense = |stats: &Value| stats["dense"]["vectors"].as_str().map(str::to_owned);
+    let first = engine_with(config.clone());
+    let stats = ok(first.execute("w", "rag:stats", json!({})).await);
+    assert_eq!(dense(&stats).as_deref(), Some("computed"), "{stats}");
+    assert_eq!(stats["dense"]["documents"], 12);
+    first.shutdown(false, true).await;
+    drop(first);
+    let second = engine_with(config);
+    let stats = ok(second.execute("w", "rag:stats", json!({})).await);
+    assert_eq!(dense(&stats).as_deref(), Some("reopened"), "{stats}");
+    let found = ok(second.execute("w", "rag:search", json!({"query": PARAPHRASES[1].0, "mode": "dense"})).await);
+    assert_eq!(ids(&found)[0], "volcano");
+}
+
+#[tokio::test]
+async fn without_a_model_bm25_serves_and_dense_says_how_to_get_one() {
+    let scratch = Scratch::new("no-model");
+    let corpus = write_fixture(&scratch);
+    for config in
+        [json!({"corpus_path": corpus}), json!({"corpus_path": corpus, "model_dir": scratch.path("no-such-model")})]
+    {
+        let engine = engine_with(config.clone());
+        let words = ok(engine.execute("w", "rag:search", json!({"query": "bee hives"})).await);
+        assert_eq!((words["mode"].as_str(), ids(&words)[0].as_str()), (Some("bm25"), "honey"), "{config}");
+        for mode in ["dense", "hybrid"] {
+            let refused = engine.execute("w", "rag:search", json!({"query": "bee hives", "mode": mode})).await;
+            assert_eq!(refused.code, 2003, "{config} {mode}: {refused:?}");
+            let how = if cfg!(feature = "dense") { "install_model.sh" } else { "--features dense" };
+            assert!(refused.message.contains(how), "{}", refused.message);
+        }
+    }
+}

