@@ -160,6 +160,13 @@ struct Keys {
     /// the index writer's memory, in bytes
     #[schemars(range(min = 15_000_000, max = 68_719_476_736u64))]
     writer_memory: Option<u64>,
+    /// the language of stemming and stop words
+    language: Option<Lang>,
+    /// what a query word in a title counts for, against 1 in the content
+    #[schemars(range(min = 0, max = 100))]
+    title_weight: Option<f64>,
+    /// drop the language's stop words from documents and queries (default true)
+    stopwords: Option<bool>,
     /// a sentence-transformers model directory (config.json, tokenizer.json, model.safetensors):
     /// dense and hybrid search (feature `dense`)
     #[schemars(length(min = 1))]
@@ -174,6 +181,47 @@ struct Keys {
     /// texts per forward pass of the encoder
     #[schemars(range(min = 1, max = 4096))]
     embed_batch: Option<u64>,
+}
+
+/// `language` of the rag config: the languages of tantivy's Snowball stemmers and stop-word
+/// lists.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum Lang {
+    English,
+    Danish,
+    Dutch,
+    Finnish,
+    French,
+    German,
+    Hungarian,
+    Italian,
+    Norwegian,
+    Portuguese,
+    Russian,
+    Spanish,
+    Swedish,
+}
+
+impl Lang {
+    fn tantivy(self) -> agentflow_rag::Language {
+        use agentflow_rag::Language as L;
+        match self {
+            Lang::English => L::English,
+            Lang::Danish => L::Danish,
+            Lang::Dutch => L::Dutch,
+            Lang::Finnish => L::Finnish,
+            Lang::French => L::French,
+            Lang::German => L::German,
+            Lang::Hungarian => L::Hungarian,
+            Lang::Italian => L::Italian,
+            Lang::Norwegian => L::Norwegian,
+            Lang::Portuguese => L::Portuguese,
+            Lang::Russian => L::Russian,
+            Lang::Spanish => L::Spanish,
+            Lang::Swedish => L::Swedish,
+        }
+    }
 }
 
 /// `method` of the rag config.
@@ -206,7 +254,15 @@ impl Settings {
             max_top_k,
             max_batch: keys.max_batch.map_or(MAX_BATCH, |n| n as usize),
             max_answer_bytes: keys.max_answer_bytes.map_or(MAX_ANSWER_BYTES, |n| n as usize),
-            options: Options { index_dir: keys.index_dir, writer_memory },
+            options: Options {
+                index_dir: keys.index_dir,
+                writer_memory,
+                analysis: agentflow_rag::Analysis {
+                    language: keys.language.unwrap_or(Lang::English).tantivy(),
+                    stopwords: keys.stopwords.unwrap_or(true),
+                },
+                title_weight: keys.title_weight.map_or(agentflow_rag::TITLE_WEIGHT, |w| w as f32),
+            },
             model: keys.model_dir.map(|dir| ModelSettings {
                 dir,
                 query_prefix: keys.query_prefix.unwrap_or_default(),

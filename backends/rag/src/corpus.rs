@@ -160,10 +160,14 @@ pub struct CorpusStamp {
     pub bytes: u64,
     /// Its modification time, nanoseconds since the Unix epoch.
     pub modified_ns: u128,
+    /// How its text was analysed (language, stop words): another analysis is another index.
+    #[serde(default)]
+    pub analysis: String,
 }
 
-/// The index layout version: bump it when the schema or the analysis changes.
-pub(crate) const FORMAT: u32 = 1;
+/// The index layout version: bump it when the schema or the analysis changes (2: stop words,
+/// and the analysis in the stamp).
+pub(crate) const FORMAT: u32 = 2;
 
 impl CorpusStamp {
     /// The stamp of the corpus file as it is now.
@@ -176,7 +180,7 @@ impl CorpusStamp {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        Ok(CorpusStamp { format: FORMAT, corpus, bytes: meta.len(), modified_ns })
+        Ok(CorpusStamp { format: FORMAT, corpus, bytes: meta.len(), modified_ns, analysis: String::new() })
     }
 
     /// The stamp saved in an index directory, if any.

@@ -31,4 +31,5 @@ pub use corpus::{CorpusReader, CorpusStamp, Document};
 #[cfg(feature = "dense")]
 pub use dense::{fuse, Dense, Encoder, EncoderConfig, Fused, Vectors};
 pub use error::{Error, Result};
-pub use index::{Added, Budget, Hit, Index, Options, Origin, Stats, MIN_WRITER_MEMORY};
+pub use index::{Added, Analysis, Budget, Hit, Index, Options, Origin, Stats, MIN_WRITER_MEMORY, TITLE_WEIGHT};
+pub use tantivy::tokenizer::Language;
