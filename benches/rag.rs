@@ -4,7 +4,11 @@
 //! `Index` (target p50 under 0.4 ms), queries/s with both cores (target over 3,000), and
 //! recall@10 of each query's source passage (bm25s: 94.9%).
 //!
-//! Run: `cargo bench --no-default-features --features rag --bench rag`. Besides criterion's
+//! With the `dense` feature, also dense retrieval (`dense` below): passages embedded per second,
+//! exact search over 100,000 vectors, and `rag:search` by mode through the engine.
+//!
+//! Run: `cargo bench --no-default-features --features rag --bench rag` (BM25), or with
+//! `--features dense` after `tests/rag/install_model.sh`. Besides criterion's
 //! figures it prints one summary line per target (p50/p90/p99 from 5 passes over the 1,000
 //! queries, queries/s, recall).
 
@@ -200,5 +204,77 @@ fn bench(c: &mut Criterion) {
     rt.block_on(engine.shutdown(false, true));
 }
 
-criterion_group!(benches, bench);
+/// Dense retrieval (feature `dense`, the model of `tests/rag/install_model.sh`): passages
+/// embedded per second on this machine, exact vector search over 100,000 vectors, and
+/// `rag:search` in dense and hybrid modes through the engine on an index of 2,000 passages.
+#[cfg(feature = "dense")]
+fn dense(c: &mut Criterion) {
+    use agentflow_rag::{Encoder, EncoderConfig, Vectors};
+    let model = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/models/all-MiniLM-L6-v2"));
+    assert!(model.join("model.safetensors").is_file(), "run tests/rag/install_model.sh");
+    let corpus = Corpus::generate(2_000, 200);
+    let encoder = Encoder::load(EncoderConfig::new(&model)).unwrap();
+    // Passages embedded per second (each generated passage is about 100 words).
+    let sample = &corpus.passages[..256];
+    let start = Instant::now();
+    let rows = encoder.encode_passages(sample).unwrap();
+    let rate = sample.len() as f64 / start.elapsed().as_secs_f64();
+    let tokens: f64 = sample.iter().map(|p| p.split_whitespace().count() as f64).sum::<f64>() / sample.len() as f64;
+    println!("rag dense summary: {rate:.1} passages/s embedded (about {tokens:.0} words each, 256 tokens at most, batches of 32)");
+    // Exact search over 100,000 vectors (the rows repeated, perturbed).
+    let mut vectors = Vectors::new(encoder.dim());
+    let mut all = Vec::with_capacity(100_000 * encoder.dim());
+    for i in 0..100_000 {
+        let row = &rows[(i % 256) * encoder.dim()..(i % 256 + 1) * encoder.dim()];
+        all.extend(row.iter().enumerate().map(|(j, x)| x + ((i * 31 + j) % 97) as f32 * 1e-4));
+    }
+    vectors.add((0..100_000).map(|i| i.to_string()).collect(), &all);
+    let query = encoder.encode_queries(&["reference document about"]).unwrap();
+    let mut group = c.benchmark_group("rag_dense");
+    group.bench_function("exact_top10_of_100k_vectors", |b| b.iter(|| black_box(vectors.top_k(&query, 10))));
+    group.bench_function("encode_one_query", |b| {
+        b.iter(|| black_box(encoder.encode_queries(&["what is a reference document"]).unwrap()))
+    });
+    // Through the engine, on 2,000 passages.
+    let dir = std::env::temp_dir().join(format!("agentflow-rag-dense-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let small = Corpus::generate(2_000, 200);
+    small.write_jsonl(&dir.join("corpus.jsonl")).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let config: Map<String, Value> = serde_json::from_value(json!({
+        "corpus_path": dir.join("corpus.jsonl"), "model_dir": model,
+    }))
+    .unwrap();
+    let engine =
+        rt.block_on(async { Engine::builder().backend(Arc::new(RagBackend::new(config).unwrap())).build().unwrap() });
+    let start = Instant::now();
+    assert_eq!(rt.block_on(engine.warmup(&[])).code, 0);
+    println!("rag dense summary: warm-up with 2,000 passages embedded: {:.1} s", start.elapsed().as_secs_f64());
+    let texts: Vec<&str> = small.queries.iter().map(|q| q.text.as_str()).collect();
+    for mode in ["bm25", "dense", "hybrid"] {
+        let mut micros = Vec::new();
+        let next = AtomicUsize::new(0);
+        group.bench_function(format!("search_top10_{mode}_2k"), |b| {
+            b.iter(|| {
+                let q = texts[next.fetch_add(1, Ordering::Relaxed) % texts.len()];
+                let start = Instant::now();
+                let answer =
+                    rt.block_on(engine.execute("w", "rag:search", json!({"query": q, "top_k": TOP_K, "mode": mode})));
+                micros.push(start.elapsed().as_secs_f64() * 1e6);
+                assert_eq!(answer.code, 0, "{}", answer.message);
+            })
+        });
+        if !micros.is_empty() {
+            println!("rag dense summary: rag:search {mode} on 2,000 passages: {}", percentiles(micros));
+        }
+    }
+    group.finish();
+    rt.block_on(engine.shutdown(false, true));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(not(feature = "dense"))]
+fn dense(_: &mut Criterion) {}
+
+criterion_group!(benches, bench, dense);
 criterion_main!(benches);
