@@ -284,15 +284,22 @@ impl McpBackend {
         let specs = self.enabled.iter().map(|n| (n.clone(), self.spec(n, &fill, jail.as_ref()))).collect();
         let (mut servers, mut failures) = self.start_each(specs).await;
         let mut tools = vec![info_tool()];
+        let mut listed = 0;
         for (name, server) in &mut servers {
             match server.tools(LIST_TIMEOUT).await {
-                Ok(listed) => tools.extend(listed.into_iter().map(|t| {
-                    ToolSpec::with_schema(format!("{name}.{}", t.name), t.description, Value::Object(t.input_schema))
-                })),
+                Ok(found) => {
+                    listed += 1;
+                    tools.extend(found.into_iter().map(|t| {
+                        ToolSpec::with_schema(
+                            format!("{name}.{}", t.name),
+                            t.description,
+                            Value::Object(t.input_schema),
+                        )
+                    }));
+                }
                 Err(e) => failures.push(server_error(e)),
             }
         }
-        let listed = servers.len();
         stop_all(servers).await;
         for e in &failures {
             tracing::warn!("mcp warm-up: {e}: its tools are not published; sessions that enable it fail to start");
