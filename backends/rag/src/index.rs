@@ -313,7 +313,7 @@ impl Index {
     /// [`Index::search`] for each query, in parallel over the cores, on one snapshot of the index.
     pub fn batch_search<Q: AsRef<str> + Sync>(&self, queries: &[Q], top_k: usize) -> Result<Vec<Vec<Hit>>> {
         let searcher = self.reader.searcher();
-        queries.par_iter().map(|q| self.search_in(&searcher, q.as_ref(), top_k, None)).collect()
+        each(queries, |q| self.search_in(&searcher, q.as_ref(), top_k, None))
     }
 
     /// [`Index::batch_search`] within `budget`, shared by all the queries: once it is spent, every
@@ -325,7 +325,7 @@ impl Index {
         budget: &Budget,
     ) -> Result<Vec<Vec<Hit>>> {
         let searcher = self.reader.searcher();
-        queries.par_iter().map(|q| self.search_in(&searcher, q.as_ref(), top_k, Some(budget))).collect()
+        each(queries, |q| self.search_in(&searcher, q.as_ref(), top_k, Some(budget)))
     }
 
     fn search_in(&self, searcher: &Searcher, query: &str, top_k: usize, budget: Option<&Budget>) -> Result<Vec<Hit>> {
@@ -533,6 +533,15 @@ fn check_memory(bytes: usize) -> Result<()> {
         ))));
     }
     Ok(())
+}
+
+/// `work` on each query, in parallel over the cores when there are several; one query runs on
+/// the calling thread (handing it to the pool and waiting for it costs more than it saves).
+fn each<Q: Sync, T: Send>(queries: &[Q], work: impl Fn(&Q) -> Result<T> + Sync) -> Result<Vec<T>> {
+    match queries {
+        [one] => Ok(vec![work(one)?]),
+        many => many.par_iter().map(&work).collect(),
+    }
 }
 
 /// A writer with one indexing thread per [`MIN_WRITER_MEMORY`] of `memory`, up to the cores.
