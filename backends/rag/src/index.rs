@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use tantivy::collector::TopDocs;
+use tantivy::indexer::UserOperation;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING};
 use tantivy::tokenizer::TextAnalyzer;
@@ -573,6 +574,11 @@ fn open_dir(dir: &Path) -> Result<(tantivy::Index, bool)> {
     Ok((create(Some(dir))?, false))
 }
 
+/// Documents handed to the indexing threads at once while building, rather than one hand-off
+/// (and often one wake-up of a thread) per document: 100,000 passages built at 78,000 and
+/// 93,000 a second in batches against 72,000 and 71,000 one by one (`benches/rag.rs`).
+const BUILD_BATCH: usize = 256;
+
 /// Streams the corpus into `index` (replacing what it held) and commits; nothing is committed if
 /// a line is bad or the load is cancelled. Answers the number of documents read.
 fn build(index: &tantivy::Index, corpus: &Path, memory: usize, cancel: &AtomicBool) -> Result<u64> {
@@ -581,6 +587,7 @@ fn build(index: &tantivy::Index, corpus: &Path, memory: usize, cancel: &AtomicBo
     writer.delete_all_documents()?;
     let mut documents = 0u64;
     let mut number = String::new();
+    let mut batch = Vec::with_capacity(BUILD_BATCH);
     for item in CorpusReader::open(corpus)? {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
@@ -594,9 +601,13 @@ fn build(index: &tantivy::Index, corpus: &Path, memory: usize, cancel: &AtomicBo
                 &number
             }
         };
-        writer.add_document(document(fields, id, doc.title.as_deref(), &doc.content))?;
+        batch.push(UserOperation::Add(document(fields, id, doc.title.as_deref(), &doc.content)));
         documents += 1;
+        if batch.len() == BUILD_BATCH {
+            writer.run(batch.drain(..))?;
+        }
     }
+    writer.run(batch)?;
     writer.commit()?;
     // One segment: a search then sets up and prunes once rather than per segment.
     let segments = index.searchable_segment_ids()?;
