@@ -1,11 +1,12 @@
 //! The rag backend on a generated 100,000-passage corpus (`agentflow_rag::synthetic`, the Rust
 //! port of `shared/bench/gen_corpus.py`, fixed seeds): index build throughput (target over
-//! 40,000 passages/s on 2 cores), `rag:search` top_k 10 through the `Engine` and directly on the
-//! `Index` (target p50 under 0.4 ms), queries/s with both cores (target over 3,000), and
+//! 75,000 passages/s on 2 cores), `rag:search` top_k 10 through the `Engine` and directly on the
+//! `Index` (target p50 under 0.25 ms), queries/s with both cores (target over 3,000), and
 //! recall@10 of each query's source passage (bm25s: 94.9%).
 //!
-//! With the `dense` feature, also dense retrieval (`dense` below): passages embedded per second,
-//! exact search over 100,000 vectors, and `rag:search` by mode through the engine.
+//! With the `dense` feature, also dense retrieval (`dense` below): passages embedded per second
+//! (`benches/embed_baseline.py` measures sentence-transformers on the same passages, batch size
+//! and threads), exact search over 100,000 vectors, and `rag:search` by mode through the engine.
 //!
 //! Run: `cargo bench --no-default-features --features rag --bench rag` (BM25), or with
 //! `--features dense` after `tests/rag/install_model.sh`. Besides criterion's
@@ -214,7 +215,7 @@ fn dense(c: &mut Criterion) {
     assert!(model.join("model.safetensors").is_file(), "run tests/rag/install_model.sh");
     let corpus = Corpus::generate(2_000, 200);
     let encoder = Encoder::load(EncoderConfig::new(&model)).unwrap();
-    // Passages embedded per second (each generated passage is about 100 words).
+    // Passages embedded per second (20 to 80 generated words each, about 104 tokens).
     let sample = &corpus.passages[..256];
     let start = Instant::now();
     let rows = encoder.encode_passages(sample).unwrap();
