@@ -295,6 +295,35 @@ async fn searches_keep_running_while_documents_are_indexed() {
     engine.shutdown(false, true).await;
 }
 
+/// Indexing many documents outlasts a short timeout: the call answers 2002 when its timeout
+/// passes, before the documents are in (the indexing goes on behind it), and they are searchable
+/// once it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexing_that_outlasts_its_timeout_answers_on_time_and_finishes_behind() {
+    let scratch = Scratch::new("index-timeout");
+    let engine = engine_with(json!({"corpus_path": write_fixture(&scratch)}));
+    ok(engine.warmup(&[]).await);
+    let documents: Vec<Value> = (0..40_000)
+        .map(|i| json!({"id": format!("late-{i}"), "content": format!("late passage number {i}")}))
+        .collect();
+    let request = serde_json::from_value(json!({
+        "worker_id": "w", "action": "rag:index", "params": {"documents": documents}, "timeout": 0.05,
+    }))
+    .unwrap();
+    let e = engine.execute_request(request).await;
+    assert_eq!(e.code, 2002, "{}", e.message);
+    let found = |e: &Envelope| e.data["results"].as_array().is_some_and(|r| r.iter().any(|h| h["id"] == "late-31415"));
+    let search = || engine.execute("w", "rag:search", json!({"query": "late passage number 31415"}));
+    assert!(!found(&search().await), "the answer came before the documents were in");
+    let mut tries = 0;
+    while !found(&search().await) {
+        tries += 1;
+        assert!(tries < 1200, "the indexing never finished");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    engine.shutdown(false, true).await;
+}
+
 #[tokio::test]
 async fn mistyped_config_is_a_configuration_error_naming_the_key() {
     for (key, value) in [

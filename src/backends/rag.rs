@@ -15,6 +15,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentflow_rag::{Budget, Document, Hit, Index, Options, Origin};
 use async_trait::async_trait;
@@ -446,12 +447,34 @@ type Ranked = (Hit, Option<agentflow_rag::Fused>);
 #[cfg(not(feature = "dense"))]
 type Ranked = (Hit, Option<std::convert::Infallible>);
 
-/// Runs blocking index work without holding up the runtime's other tasks. On a multi-threaded
-/// runtime it runs right here, the runtime handing this worker's other tasks to another thread
-/// (`block_in_place`): no hand-off to a blocking thread and back on the call's path (what the
-/// engine adds to a search of 100,000 passages, about 50 µs, halved: `benches/rag.rs`). Elsewhere (a current-thread runtime)
-/// it runs on a blocking thread.
+/// Runs blocking index work on a blocking thread, answering 2002 when the call's `timeout`
+/// passes first (indexing many documents, a large batch): the work goes on behind the answer,
+/// and what it adds is searchable when it ends.
 async fn blocking<T: Send + 'static>(
+    index: Arc<Index>,
+    timeout: Option<Duration>,
+    work: impl FnOnce(&Index) -> agentflow_rag::Result<T> + Send + 'static,
+) -> Result<T> {
+    let task = tokio::task::spawn_blocking(move || work(&index));
+    let joined = match timeout {
+        None => task.await,
+        Some(t) => tokio::time::timeout(t, task).await.map_err(|_| Error::Timeout {
+            message: format!(
+                "not finished within the timeout of {:.3} s; it goes on, and what it adds is searchable when it ends",
+                t.as_secs_f64()
+            ),
+            data: json!({}),
+        })?,
+    };
+    joined.map_err(|e| Error::Internal(format!("index task failed: {e}")))?.map_err(index_error)
+}
+
+/// Runs one search, short and bounded (one query, `top_k` capped), without a hand-off: on a
+/// multi-threaded runtime right here, the runtime moving this worker's other tasks to another
+/// thread (`block_in_place`), which halves what the engine adds to a search of 100,000 passages
+/// (about 50 µs to about 25: `benches/rag.rs`); elsewhere (a current-thread runtime) as
+/// [`blocking`]. Its timeout cannot cut it short, which a search this short does not need.
+async fn in_place<T: Send + 'static>(
     index: Arc<Index>,
     work: impl FnOnce(&Index) -> agentflow_rag::Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -459,10 +482,7 @@ async fn blocking<T: Send + 'static>(
     if Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread) {
         return tokio::task::block_in_place(|| work(&index)).map_err(index_error);
     }
-    tokio::task::spawn_blocking(move || work(&index))
-        .await
-        .map_err(|e| Error::Internal(format!("index task failed: {e}")))?
-        .map_err(index_error)
+    blocking(index, None, work).await
 }
 
 /// A search within a budget: `None` when it went over, for the caller to name its parameter.
@@ -665,7 +685,7 @@ impl Backend for RagBackend {
         tool: &str,
         params: Value,
         _session: Option<&mut SessionState>,
-        _ctx: &CallContext<'_>,
+        ctx: &CallContext<'_>,
     ) -> Result<Value> {
         let default_top_k = self.settings.default_top_k;
         match parse_call::<Tool>(tool, params)? {
@@ -675,7 +695,7 @@ impl Backend for RagBackend {
                 let mode = self.mode(mode);
                 let dense = if mode == Mode::Bm25 { None } else { Some(self.dense()?) };
                 let limit = self.settings.max_answer_bytes.saturating_sub(2 * query.len() + 64);
-                let (query, hits) = blocking(self.index()?, move |index| {
+                let (query, hits) = in_place(self.index()?, move |index| {
                     let queries = [query];
                     let budget = Budget::new(limit, &hit_cost);
                     let hits = within(ranked(index, dense.as_deref(), &queries, top_k, mode, &budget))?;
@@ -696,7 +716,7 @@ impl Backend for RagBackend {
                 let dense = if mode == Mode::Bm25 { None } else { Some(self.dense()?) };
                 // Each query adds its two lists' brackets and commas, and the hits their cost.
                 let limit = self.settings.max_answer_bytes.saturating_sub(8 * queries.len() + 64);
-                let all = blocking(self.index()?, move |index| {
+                let all = blocking(self.index()?, ctx.timeout, move |index| {
                     let budget = Budget::new(limit, &hit_cost);
                     within(ranked(index, dense.as_deref(), &queries, top_k, mode, &budget))
                 })
@@ -710,7 +730,7 @@ impl Backend for RagBackend {
             Tool::Index { documents } => {
                 let docs = documents.iter().enumerate().map(|(i, d)| document(i, d)).collect::<Result<Vec<_>>>()?;
                 let dense = self.dense.read().clone().ok();
-                let added = blocking(self.index()?, move |index| {
+                let added = blocking(self.index()?, ctx.timeout, move |index| {
                     #[cfg(feature = "dense")]
                     let embed = docs.clone();
                     let added = index.add(docs)?;
@@ -726,7 +746,7 @@ impl Backend for RagBackend {
                 Ok(json!({"indexed": added.ids.len(), "ids": added.ids, "total": added.total}))
             }
             Tool::Stats {} => {
-                let stats = blocking(self.index()?, |index| index.stats()).await?;
+                let stats = blocking(self.index()?, ctx.timeout, |index| index.stats()).await?;
                 let origin = match stats.origin {
                     Origin::Empty => json!({"kind": "empty"}),
                     Origin::Built { documents, seconds } => {
