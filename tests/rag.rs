@@ -243,14 +243,19 @@ async fn a_bad_corpus_line_fails_the_load_naming_it() {
     engine.shutdown(false, true).await;
 }
 
+/// `n` documents to index in bulk: `bulk-<i>`, each saying its number.
+fn bulk_documents(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"id": format!("bulk-{i}"), "content": format!("bulk passage number {i} about nothing much")}))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn searches_keep_running_while_documents_are_indexed() {
     let scratch = Scratch::new("concurrent");
     let engine = engine_with(json!({"corpus_path": write_fixture(&scratch)}));
     ok(engine.warmup(&[]).await);
-    let documents: Vec<Value> = (0..40_000)
-        .map(|i| json!({"id": format!("bulk-{i}"), "content": format!("bulk passage number {i} about nothing much")}))
-        .collect();
+    let documents = bulk_documents(40_000);
     let indexing = Arc::new(AtomicBool::new(true));
     let indexer = {
         let (engine, indexing) = (engine.clone(), indexing.clone());
@@ -303,17 +308,15 @@ async fn indexing_that_outlasts_its_timeout_answers_on_time_and_finishes_behind(
     let scratch = Scratch::new("index-timeout");
     let engine = engine_with(json!({"corpus_path": write_fixture(&scratch)}));
     ok(engine.warmup(&[]).await);
-    let documents: Vec<Value> = (0..40_000)
-        .map(|i| json!({"id": format!("late-{i}"), "content": format!("late passage number {i}")}))
-        .collect();
+    let documents = bulk_documents(40_000);
     let request = serde_json::from_value(json!({
         "worker_id": "w", "action": "rag:index", "params": {"documents": documents}, "timeout": 0.05,
     }))
     .unwrap();
     let e = engine.execute_request(request).await;
     assert_eq!(e.code, 2002, "{}", e.message);
-    let found = |e: &Envelope| e.data["results"].as_array().is_some_and(|r| r.iter().any(|h| h["id"] == "late-31415"));
-    let search = || engine.execute("w", "rag:search", json!({"query": "late passage number 31415"}));
+    let found = |e: &Envelope| e.data["results"].as_array().is_some_and(|r| r.iter().any(|h| h["id"] == "bulk-31415"));
+    let search = || engine.execute("w", "rag:search", json!({"query": "bulk passage number 31415"}));
     assert!(!found(&search().await), "the answer came before the documents were in");
     let mut tries = 0;
     while !found(&search().await) {

@@ -3,8 +3,10 @@
 //! It owns the tools' parameters and JSON (`rag:search`, `rag:batch_search`, `rag:index`,
 //! `rag:stats`, the `context` string of docs/backends.md), the backend's config keys, and when the
 //! index is loaded: [`Backend::warmup`] awaits the load, which runs on a blocking thread and goes
-//! on if the caller stops waiting (the next warm-up waits for the same load). Every call on the
-//! index (search, commit, stats) runs off the runtime's worker threads. Ranking, analysis,
+//! on if the caller stops waiting (the next warm-up waits for the same load). A single search
+//! runs in `block_in_place` (no hand-off to another thread); every other call on the index
+//! (batches, commits, stats) runs on a blocking thread and answers 2002 at the call's timeout
+//! while the work goes on. Ranking, analysis,
 //! persistence and the corpus format are the `agentflow-rag` crate's.
 //!
 //! What one call may cost is capped by operator settings: `max_top_k` hits per query,
