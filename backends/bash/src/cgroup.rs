@@ -145,9 +145,11 @@ pub(crate) fn sweep(dead: &dyn Fn(&str) -> bool) {
     }
 }
 
-/// This process's cgroup path in the hierarchy that has `controller` (`""` for v2).
+/// This process's cgroup path in the hierarchy that has `controller` (`""` for v2), as it was
+/// when first asked: read once, not for every session.
 fn own_path(controller: &str) -> Option<String> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    static OWN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let text = OWN.get_or_init(|| std::fs::read_to_string("/proc/self/cgroup").ok()).as_deref()?;
     text.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
         let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
@@ -166,9 +168,10 @@ fn create(name: &str, limits: Option<CgroupLimits>) -> Result<Cgroup, String> {
         let dir = v1_pids.join(own.trim_start_matches('/')).join(name);
         std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let mut cgroup = Cgroup { dirs: vec![dir.clone()], how: "cgroup v1: pids".to_owned() };
+        // A new cgroup has no limit: a tracking one is done.
+        let Some(limits) = limits else { return Ok(cgroup) };
         // From here on, a failure drops `cgroup`, which removes what was made.
         std::fs::write(dir.join("pids.max"), &pids).map_err(|e| format!("cannot set pids.max: {e}"))?;
-        let Some(limits) = limits else { return Ok(cgroup) };
         let memory = limits.memory.to_string();
         let v1_memory = Path::new(ROOT).join("memory");
         if let (true, Some(own)) = (v1_memory.join("tasks").exists(), own_path("memory")) {

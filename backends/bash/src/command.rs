@@ -51,13 +51,17 @@ pub(crate) fn nonce() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The shell's set-up, typed once: its record pipe, the report function, no prompt, no
-/// history, no pagers.
-pub(crate) fn init_line(nonce: &str, records: &Path) -> String {
-    let records = records.display().to_string().replace('\'', "'\\''");
+/// The shell's set-up, typed once: its record pipe (the descriptor 3 it inherited, or the
+/// FIFO at `records`), the report function, no prompt, no history, no pagers.
+pub(crate) fn init_line(nonce: &str, records: Option<&Path>) -> String {
+    // The record pipe, on a descriptor of the shell's own (commands run without it): inherited
+    // as descriptor 3, or opened by name.
+    let open = match records {
+        None => "exec {__af_fd}>&3 3>&-".to_owned(),
+        Some(path) => format!("exec {{__af_fd}}>'{}'", path.display().to_string().replace('\'', "'\\''")),
+    };
     [
-        // The record pipe, on a descriptor of the shell's own (commands run without it).
-        &format!("exec {{__af_fd}}>'{records}'; readonly __af_fd SRANDOM") as &str,
+        &format!("{open}; readonly __af_fd SRANDOM") as &str,
         // The report, after each command: the record (the command's nonce, a token drawn now,
         // `$?` and `$PWD`) to the pipe, then the marker with the token on the terminal.
         &format!(

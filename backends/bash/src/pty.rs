@@ -1,7 +1,8 @@
 //! The shell's pseudo-terminal, its pump and its descriptors.
 //!
 //! [`start`] opens the terminal (portable-pty; echo off, raw output), makes the record pipe (a
-//! FIFO in the scratch directory, opened here first), types the set-up ahead and spawns `bash`
+//! pipe the shell inherits, or for a wrapped shell a FIFO in its scratch directory, opened here
+//! first), types the set-up ahead and spawns `bash`
 //! on the terminal's other end with a clean environment. The spawn is a `posix_spawn` (the
 //! kernel's vfork: no copy of this process's memory map, however many sessions it holds) that
 //! makes bash a session leader owning the terminal and closes every other descriptor with one
@@ -163,21 +164,30 @@ pub(crate) fn start(config: &ShellConfig, init_nonce: &str) -> Result<Started> {
         return Err(Error::Spawn(format!("working directory {} is not a directory", cwd.display())));
     }
     let size = PtySize { rows: config.rows.max(2), cols: config.cols.max(10), pixel_width: 0, pixel_height: 0 };
-    // The shell's record pipe: made in the scratch directory (the shell can see it there, a
-    // jail's included), opened here first so that the shell's open does not wait.
-    let own_scratch = config.scratch_dir.is_none().then(|| scratch_dir(config, None));
-    let dir = scratch_dir(config, own_scratch.as_deref());
-    let records_path = dir.join(format!("records-{}", &init_nonce[..8]));
-    // Until the shell is handed over, a failure removes what was made.
-    let mut made = Made { records: Some(records_path.clone()), scratch: own_scratch };
-    let records = make_dir(&dir)
-        .and_then(|_| records_pipe(&dir, &records_path))
-        .map_err(|e| spawn_err("cannot make the shell's record pipe", &e))?;
+    // The shell's record pipe. A plain shell inherits its writing end as descriptor 3: nothing
+    // is made on disk, so a start costs no file-system work. A shell under a wrapper (a jail)
+    // opens a FIFO made in its scratch directory, which it can see (a wrapper need not pass
+    // descriptors on); it is opened here first, so that the shell's open does not wait.
+    let mut made = Made { records: None, scratch: None };
+    let (records, inherited) = if config.wrapper.is_empty() {
+        let (read, write) = pipe().map_err(|e| spawn_err("cannot make the shell's record pipe", &e))?;
+        ((read, None), Some(write))
+    } else {
+        let own_scratch = config.scratch_dir.is_none().then(|| scratch_dir(config, None));
+        let dir = scratch_dir(config, own_scratch.as_deref());
+        let path = dir.join(format!("records-{}", &init_nonce[..8]));
+        // Until the shell is handed over, a failure removes what was made.
+        made = Made { records: Some(path.clone()), scratch: own_scratch };
+        let (read, keep_open) = make_dir(&dir)
+            .and_then(|_| records_pipe(&dir, &path))
+            .map_err(|e| spawn_err("cannot make the shell's record pipe", &e))?;
+        ((read, Some(keep_open)), None)
+    };
     let pair = native_pty_system().openpty(size).map_err(|e| spawn_err("cannot open a terminal", &e))?;
     let master_fd = pair.master.as_raw_fd().ok_or_else(|| Error::Spawn("the terminal has no descriptor".into()))?;
     quiet_terminal(master_fd)?;
     // The set-up is typed ahead, before the shell starts: it reads it as soon as it is up.
-    let init = init_line(init_nonce, &records_path);
+    let init = init_line(init_nonce, made.records.as_deref());
     // SAFETY: writes from a live string to the open (still blocking) PTY master; the terminal's
     // input queue is empty and larger than the line, so this does not wait.
     let typed = unsafe { libc::write(master_fd, init.as_ptr().cast(), init.len()) };
@@ -193,9 +203,13 @@ pub(crate) fn start(config: &ShellConfig, init_nonce: &str) -> Result<Started> {
     if !env.iter().any(|(k, _)| k == "SHELL") {
         env.push(("SHELL".into(), config.program.display().to_string()));
     }
-    let pid = spawn_on(&tty, &argv, &env, &cwd).map_err(|e| Error::Spawn(format!("{}: {e}", argv[0].display())))?;
-    // Only the shell holds the terminal's other end: its death is then seen as EOF.
+    let records_fd = inherited.as_ref().map(AsRawFd::as_raw_fd);
+    let pid = spawn_on(&tty, &argv, &env, &cwd, records_fd)
+        .map_err(|e| Error::Spawn(format!("{}: {e}", argv[0].display())))?;
+    // Only the shell holds the terminal's other end and the record pipe's writing end: its
+    // death is then seen as their end of file.
     drop(pair.slave);
+    drop(inherited);
     SHELLS.lock().insert(pid);
     // From here on, a failure kills the shell; the pump, once running, reaps it.
     let fail = |e: std::io::Error| {
@@ -225,7 +239,7 @@ pub(crate) fn start(config: &ShellConfig, init_nonce: &str) -> Result<Started> {
     });
     shared.tty.lock().transcript.begin(init_nonce);
     let (stop, stopped) = oneshot::channel();
-    let pipes = Pipes { terminal: master.clone(), records: Some(records), keep_open: Some(keep_open), exited };
+    let pipes = Pipes { terminal: master.clone(), records: Some(records), keep_open, exited };
     let pump = tokio::runtime::Handle::current().spawn(pump(pid, pipes, stopped, shared.clone()));
     Ok(Started {
         pid,
@@ -241,8 +255,15 @@ pub(crate) fn start(config: &ShellConfig, init_nonce: &str) -> Result<Started> {
 
 /// Starts `argv` (searched in `PATH` when it has no `/`) as the leader of a new session whose
 /// controlling terminal is `tty` (its stdin, stdout and stderr), in `cwd`, with exactly `env`,
-/// signals at their defaults and unblocked, and no other descriptor of this process.
-fn spawn_on(tty: &Path, argv: &[OsString], env: &[(String, String)], cwd: &Path) -> std::io::Result<i32> {
+/// signals at their defaults and unblocked, and no other descriptor of this process but
+/// `records` (given as its descriptor 3).
+fn spawn_on(
+    tty: &Path,
+    argv: &[OsString],
+    env: &[(String, String)],
+    cwd: &Path,
+    records: Option<RawFd>,
+) -> std::io::Result<i32> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let c = |bytes: &[u8]| CString::new(bytes).map_err(std::io::Error::other);
@@ -287,8 +308,16 @@ fn spawn_on(tty: &Path, argv: &[OsString], env: &[(String, String)], cwd: &Path)
             check(libc::posix_spawn_file_actions_addopen(&mut actions, 0, tty.as_ptr(), libc::O_RDWR, 0))?;
             check(libc::posix_spawn_file_actions_adddup2(&mut actions, 0, 1))?;
             check(libc::posix_spawn_file_actions_adddup2(&mut actions, 0, 2))?;
+            // (A dup2 onto itself clears close-on-exec, as POSIX now says and glibc does.)
+            let first_closed = match records {
+                Some(fd) => {
+                    check(libc::posix_spawn_file_actions_adddup2(&mut actions, fd, 3))?;
+                    4
+                }
+                None => 3,
+            };
             check(libc::posix_spawn_file_actions_addchdir_np(&mut actions, cwd.as_ptr()))?;
-            check(libc::posix_spawn_file_actions_addclosefrom_np(&mut actions, 3))?;
+            check(libc::posix_spawn_file_actions_addclosefrom_np(&mut actions, first_closed))?;
             let mut pid: libc::pid_t = 0;
             check(libc::posix_spawnp(
                 &mut pid,
@@ -384,6 +413,19 @@ fn records_pipe(dir: &Path, path: &Path) -> std::io::Result<(OwnedFd, OwnedFd)> 
     };
     let read = open(libc::O_RDONLY)?;
     Ok((read, open(libc::O_WRONLY)?))
+}
+
+/// A pipe, both ends close-on-exec, the reading end non-blocking: (reading, writing).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into a live array of two.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: two fresh descriptors owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    set_nonblocking(&read)?;
+    Ok((read, write))
 }
 
 /// The pids of the shells whose pump will reap them (until it has).

@@ -564,6 +564,10 @@ impl Shell {
 
     async fn write_script(&mut self, command: String) -> Result<PathBuf> {
         let dir = scratch_dir(&self.config, self.scratch.as_deref());
+        if self.config.scratch_dir.is_none() {
+            // A private directory, made on first use and removed with the shell.
+            self.scratch = Some(dir.clone());
+        }
         let path = dir.join("command.sh");
         let written = path.clone();
         crate::blocking(move || -> std::io::Result<()> {
