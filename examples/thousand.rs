@@ -506,6 +506,22 @@ async fn run(args: &Args, url: &str, server: Option<&mut Server>, report: &mut R
     report.add("3 create", "create max ms", "create_max_ms", round(ms.last().copied().unwrap_or(f64::NAN), 2), "");
     report.add_failures("3 create", "create_failures", &failures);
 
+    // The fillers restart the pool after the burst; the figures below are of the steady state.
+    if let Some(size) = args.pool {
+        note(&format!("waiting for the pool to hold {size} again"));
+        let started = Instant::now();
+        let mut idle = None;
+        while started.elapsed() < Duration::from_secs(30) {
+            idle = client.request_json("GET", "/ready", None).await.ok().and_then(|(_, v)| v["pooled_sessions"].as_u64());
+            if idle.is_some_and(|i| i as usize >= size) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let refill = idle.filter(|&i| i as usize >= size).map(|_| round(started.elapsed().as_secs_f64() * 1000.0, 0));
+        report.add("3 create", "pool refilled after ms", "pool_refill_ms", refill.unwrap_or(Value::Null), "");
+    }
+
     // 4. At N live.
     note("phase 4: reading the server's footprint");
     let at_n = footprint(pid, true).await;
