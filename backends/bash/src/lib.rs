@@ -36,6 +36,7 @@
 mod blocking;
 mod cgroup;
 mod command;
+pub mod edit;
 mod jail;
 mod process;
 mod pty;
