@@ -426,7 +426,10 @@ async fn tools_are_listed_with_their_schema() {
     let tools = engine.list_tools(false);
     let names: Vec<&str> =
         tools.data["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["bash:run", "bash:write", "bash:interrupt"]);
+    assert_eq!(
+        names,
+        ["bash:run", "bash:write", "bash:interrupt", "bash:read_file", "bash:write_file", "bash:list_dir", "bash:edit"]
+    );
     let run_schema = &tools.data["tools"][0]["parameters"];
     assert_eq!(run_schema["required"], json!(["command"]));
     assert_eq!(run_schema["properties"]["on_timeout"]["enum"], json!(["interrupt", "keep"]));

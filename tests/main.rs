@@ -13,6 +13,7 @@ mod client;
 mod desktop;
 #[cfg(feature = "bash")]
 mod faults;
+mod files;
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "bash")]

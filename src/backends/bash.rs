@@ -49,13 +49,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use agentflow_bash::edit::{self, EditError};
 use agentflow_bash::{
-    check_work_root, find_bwrap, Cgroup, Jail, JailConfig, Limits, OnTimeout, Outcome, Shell, ShellConfig,
-    INSTALL_HINT, RESERVED_VARIABLES,
+    check_work_root, find_bwrap, Cgroup, FileError, Jail, JailConfig, Limits, OnTimeout, Outcome, Shell, ShellConfig,
+    WriteOptions, INSTALL_HINT, RESERVED_VARIABLES,
 };
 
 use crate::backend::{merge_config, state_mut, Backend, CallContext, SessionState, SharedDesktop};
@@ -97,6 +100,99 @@ enum Tool {
     /// only).
     #[schemars(extend("x-hidden" = true))]
     Info {},
+    /// Reads a file in the session's view of the file system (a jailed session's jail), from
+    /// `offset`, `length` bytes (default: to the end), as UTF-8 text or base64; with its size
+    /// and mode. Paths are relative to the shell's current directory.
+    ReadFile {
+        /// The file to read.
+        path: String,
+        /// The first byte to read (default 0).
+        #[serde(default)]
+        offset: u64,
+        /// How many bytes to read (default: to the end of the file).
+        length: Option<u64>,
+        /// "utf-8" (default; a file that is not UTF-8 text is refused) or "base64" (any bytes).
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Writes a file exactly as given (no newline or encoding changes), replacing it or, with
+    /// append, adding to its end; made if missing.
+    WriteFile {
+        /// The file to write.
+        path: String,
+        /// What to write.
+        content: String,
+        /// How `content` is encoded: "utf-8" (default) or "base64".
+        #[serde(default)]
+        encoding: Encoding,
+        /// Permission bits to set, in octal ("0755").
+        mode: Option<String>,
+        /// Add to the end instead of replacing (default false).
+        #[serde(default)]
+        append: bool,
+        /// Make missing parent directories (default false).
+        #[serde(default)]
+        make_dirs: bool,
+    },
+    /// Lists a directory: each entry's path (relative to it), type, size and mode, `depth`
+    /// levels down.
+    ListDir {
+        /// The directory (default: the shell's current directory).
+        #[serde(default = "current_dir")]
+        path: String,
+        /// Levels to list (default 1: the directory's own entries).
+        #[serde(default = "one")]
+        #[schemars(range(min = 1, max = 16))]
+        depth: u32,
+    },
+    /// The file editor coding agents use (str_replace_editor): view a file with line numbers
+    /// (or a directory two levels deep), create a file, replace a unique string, insert after
+    /// a line, undo the last edit of a file.
+    Edit {
+        /// One of view, create, str_replace, insert, undo_edit.
+        command: EditCommand,
+        /// The file or directory, relative to the shell's current directory or absolute.
+        path: String,
+        /// create: the new file's content.
+        file_text: Option<String>,
+        /// str_replace: the text to replace; it must occur exactly once in the file.
+        old_str: Option<String>,
+        /// str_replace: the replacement (default: empty); insert: the text to insert.
+        new_str: Option<String>,
+        /// insert: the line after which to insert (0: at the start).
+        insert_line: Option<i64>,
+        /// view: the lines to show, [first, last], 1-based; last -1 for the end of the file.
+        view_range: Option<[i64; 2]>,
+    },
+}
+
+/// How file content is carried in JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+enum Encoding {
+    #[default]
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    #[serde(rename = "base64")]
+    Base64,
+}
+
+/// `command` of `bash:edit`.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum EditCommand {
+    View,
+    Create,
+    StrReplace,
+    Insert,
+    UndoEdit,
+}
+
+fn current_dir() -> String {
+    ".".to_owned()
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// `on_timeout` of `bash:run`.
@@ -149,6 +245,8 @@ struct Policy {
     loader_env: bool,
     /// the most output a session may ask to keep per answer (held in memory while the command runs)
     max_output_bytes: Option<u64>,
+    /// the largest file a session may ask to read or write in one call (held in memory)
+    max_file_bytes: Option<u64>,
     #[serde(flatten)]
     ceilings: Ceilings,
 }
@@ -170,6 +268,10 @@ struct Ceilings {
 
 /// The most output per answer a session may ask for when the policy does not say.
 const MAX_OUTPUT_CEILING: u64 = 16 << 20;
+/// The largest file a session may ask to read or write when the policy does not say.
+const MAX_FILE_CEILING: u64 = 64 << 20;
+/// A file tool's cap per read and write when the session config does not say.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 10 << 20;
 
 /// A limit: its key, its value in a jail's limits, and its ceiling in a policy.
 type Limit = (&'static str, fn(&Limits) -> u64, fn(&Ceilings) -> Option<u64>);
@@ -289,6 +391,16 @@ impl BashBackend {
                 ),
             ));
         }
+        let ceiling = self.policy.max_file_bytes.unwrap_or(MAX_FILE_CEILING).max(self.floor.max_file_bytes);
+        if config.max_file_bytes > ceiling {
+            return Err(Error::policy(
+                "max_file_bytes",
+                format!(
+                    "{} is above the operator's ceiling {ceiling}; resources.bash.policy.max_file_bytes raises it",
+                    config.max_file_bytes
+                ),
+            ));
+        }
         if let Some(floor) = &self.floor.jail {
             self.policy.check(floor, config.jail.as_ref())?;
         }
@@ -303,6 +415,8 @@ struct SessionConfig {
     timeout: Duration,
     /// Whether the shell gets the worker's desktop (`share_desktop`).
     share_desktop: bool,
+    /// The file tools' cap per read and write.
+    max_file_bytes: u64,
     /// The jail's settings when `isolation` is `bwrap` (its `bwrap` is found at creation).
     jail: Option<JailConfig>,
 }
@@ -324,6 +438,9 @@ struct Keys {
     /// output kept per answer (head and tail)
     #[schemars(range(min = 1024, max = 1_073_741_824))]
     max_output_bytes: Option<u64>,
+    /// the file tools' cap per read and write, bytes (default 10 MiB)
+    #[schemars(range(min = 1, max = 1_073_741_824))]
+    max_file_bytes: Option<u64>,
     /// the terminal's rows
     #[schemars(range(min = 2, max = 10_000))]
     rows: Option<u16>,
@@ -418,7 +535,8 @@ impl SessionConfig {
         }
         let jailed = keys.isolation == Some(Isolation::Bwrap);
         let share_desktop = keys.share_desktop.unwrap_or(true);
-        Ok(SessionConfig { shell, timeout, share_desktop, jail: jailed.then_some(jail) })
+        let max_file_bytes = keys.max_file_bytes.unwrap_or(DEFAULT_MAX_FILE_BYTES);
+        Ok(SessionConfig { shell, timeout, share_desktop, max_file_bytes, jail: jailed.then_some(jail) })
     }
 
     /// The working directory must exist (a file-system look-up: not on a runtime thread).
@@ -469,6 +587,8 @@ struct BashSession {
     /// The worker's desktop as the live shell has it, and the variables it was given for it.
     desktop: Option<Arc<SharedDesktop>>,
     desktop_env: Vec<String>,
+    /// `bash:edit`'s undo history, per file.
+    history: edit::History,
 }
 
 impl BashSession {
@@ -634,6 +754,7 @@ impl Backend for BashBackend {
                     tracker,
                     desktop: None,
                     desktop_env: Vec::new(),
+                    history: new_history(),
                 });
             };
             jail.bwrap = find_bwrap()
@@ -646,6 +767,7 @@ impl Backend for BashBackend {
                 tracker: None,
                 desktop: None,
                 desktop_env: Vec::new(),
+                history: new_history(),
             })
         });
         let mut session = prepared.await.map_err(|e| Error::Internal(format!("session set-up failed: {e}")))??;
@@ -742,6 +864,70 @@ impl Backend for BashBackend {
                 let outcome = shell.interrupt().await.map_err(shell_error)?;
                 Ok(data(&outcome))
             }
+            Tool::ReadFile { path, offset, length, encoding } => {
+                let (max, timeout) = (session.config.max_file_bytes, cap(session.config.timeout));
+                let shell = session.shell().await?;
+                let read = shell.read_file(&path, offset, length, max, timeout).await.map_err(file_error)?;
+                let n = read.bytes.len() as u64;
+                let content = match encoding {
+                    Encoding::Utf8 => String::from_utf8(read.bytes).map_err(|_| {
+                        Error::param(
+                            "encoding",
+                            format!("{} is not UTF-8 text (binary?): read it with encoding \"base64\"", read.path),
+                        )
+                    })?,
+                    Encoding::Base64 => BASE64.encode(&read.bytes),
+                };
+                Ok(json!({
+                    "path": read.path,
+                    "content": content,
+                    "encoding": encoding.name(),
+                    "size": read.size,
+                    "mode": format!("{:04o}", read.mode),
+                    "offset": offset,
+                    "length": n,
+                    "eof": offset.saturating_add(n) >= read.size,
+                }))
+            }
+            Tool::WriteFile { path, content, encoding, mode, append, make_dirs } => {
+                let (max, timeout) = (session.config.max_file_bytes, cap(session.config.timeout));
+                let bytes = match encoding {
+                    Encoding::Utf8 => content.into_bytes(),
+                    Encoding::Base64 => BASE64
+                        .decode(content.as_bytes())
+                        .map_err(|e| Error::param("content", format!("not valid base64: {e}")))?,
+                };
+                check_file_size("content", bytes.len(), max)?;
+                let mode = mode.as_deref().map(parse_mode).transpose()?;
+                let n = bytes.len();
+                let shell = session.shell().await?;
+                let options = WriteOptions { mode, append, make_dirs };
+                let written = shell.write_file(&path, bytes, options, timeout).await.map_err(file_error)?;
+                Ok(json!({
+                    "path": written.path,
+                    "bytes_written": n,
+                    "size": written.size,
+                    "mode": format!("{:04o}", written.mode),
+                }))
+            }
+            Tool::ListDir { path, depth } => {
+                let timeout = cap(session.config.timeout);
+                let shell = session.shell().await?;
+                let listing = shell.list_dir(&path, depth, MAX_ENTRIES, timeout).await.map_err(file_error)?;
+                let entries: Vec<Value> = listing
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        json!({"path": e.path, "type": e.kind.as_str(), "size": e.size, "mode": format!("{:04o}", e.mode)})
+                    })
+                    .collect();
+                Ok(json!({"path": listing.path, "entries": entries, "truncated": listing.truncated}))
+            }
+            Tool::Edit { command, path, file_text, old_str, new_str, insert_line, view_range } => {
+                let timeout = cap(session.config.timeout);
+                let call = EditCall { command, path, file_text, old_str, new_str, insert_line, view_range };
+                edit_file(session, call, timeout).await
+            }
             Tool::Info {} => {
                 let shell = session.shell().await?;
                 let mut info = json!({"pid": shell.bash_pid(), "cwd": shell.cwd(), "isolation": "none"});
@@ -769,6 +955,163 @@ impl Backend for BashBackend {
             }
         }
     }
+}
+
+/// The most entries `bash:list_dir` returns (then `truncated`).
+const MAX_ENTRIES: usize = 10_000;
+
+/// Old versions `bash:edit` keeps per file, and in all, for `undo_edit`.
+fn new_history() -> edit::History {
+    edit::History::new(edit::DEFAULT_UNDO_LEVELS, 16 << 20)
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf-8",
+            Encoding::Base64 => "base64",
+        }
+    }
+}
+
+/// Octal permission bits, as `chmod` takes them ("755", "0644").
+fn parse_mode(text: &str) -> Result<u32> {
+    match u32::from_str_radix(text, 8) {
+        Ok(mode) if mode <= 0o7777 && !text.is_empty() => Ok(mode),
+        _ => Err(Error::param("mode", format!("expected octal permission bits such as \"0644\", got {text:?}"))),
+    }
+}
+
+fn check_file_size(field: &str, size: usize, max: u64) -> Result<()> {
+    if size as u64 > max {
+        return Err(Error::param(
+            field,
+            format!("{size} bytes is more than the session's cap of {max} bytes (max_file_bytes)"),
+        ));
+    }
+    Ok(())
+}
+
+fn file_error(e: FileError) -> Error {
+    match e {
+        FileError::Path { path, reason } => Error::param("path", format!("{path}: {reason}")),
+        e @ FileError::TooLarge { .. } => Error::param("length", e.to_string()),
+        FileError::Shell(agentflow_bash::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Error::Timeout { message: e.to_string(), data: json!({"timed_out": true}) }
+        }
+        FileError::Shell(e) => shell_error(e),
+        other => Error::backend(other.to_string()),
+    }
+}
+
+fn edit_error(e: EditError) -> Error {
+    Error::param(e.parameter(), e.to_string())
+}
+
+/// A `bash:edit` call's parameters.
+struct EditCall {
+    command: EditCommand,
+    path: String,
+    file_text: Option<String>,
+    old_str: Option<String>,
+    new_str: Option<String>,
+    insert_line: Option<i64>,
+    view_range: Option<[i64; 2]>,
+}
+
+/// Said after an editor answer cut to the session's `max_output_bytes`.
+const CLIPPED: &str = "<response clipped><NOTE>Only part of this output is shown. Ask for fewer lines with \
+view_range, or find the line numbers first with `grep -n` in bash:run.</NOTE>";
+
+/// `bash:edit`: the file read and written through the session's shell (its view of the file
+/// system, `max_file_bytes`), the editing and its words from [`edit`].
+async fn edit_file(session: &mut BashSession, call: EditCall, timeout: Duration) -> Result<Value> {
+    let max = session.config.max_file_bytes;
+    let limit = session.config.shell.max_output_bytes;
+    let shell = session.shell().await?;
+    let shown = shell.resolve(&call.path).display().to_string();
+    let required = |value: Option<String>, name: &str| {
+        value.ok_or_else(|| Error::param(name, format!("required by the command {:?}", call.command)))
+    };
+    let message = match call.command {
+        EditCommand::View => match shell.read_file(&call.path, 0, None, max, timeout).await {
+            Ok(read) => edit::view(&shown, &read.bytes, call.view_range.map(|[a, b]| (a, b))).map_err(edit_error)?,
+            Err(FileError::Path { reason, .. }) if reason == "not a regular file" => {
+                if let Some([start, end]) = call.view_range {
+                    return Err(edit_error(EditError::RangeOnDirectory { start, end }));
+                }
+                let listing = shell.list_dir(&call.path, 2, MAX_ENTRIES, timeout).await.map_err(file_error)?;
+                let hidden = |p: &str| p.split('/').any(|part| part.starts_with('.'));
+                let entries: Vec<edit::DirEntry> = listing
+                    .entries
+                    .iter()
+                    .filter(|e| !hidden(&e.path))
+                    .map(|e| edit::DirEntry {
+                        path: format!("{}/{}", listing.path.trim_end_matches('/'), e.path),
+                        is_dir: e.kind == agentflow_bash::Kind::Dir,
+                    })
+                    .collect();
+                let hidden = listing.entries.iter().filter(|e| !e.path.contains('/') && hidden(&e.path)).count();
+                edit::view_dir(&shown, &entries, hidden)
+            }
+            Err(e) => return Err(file_error(e)),
+        },
+        EditCommand::Create => {
+            let text = required(call.file_text, "file_text")?;
+            check_file_size("file_text", text.len(), max)?;
+            match shell.read_file(&call.path, 0, Some(0), max, timeout).await {
+                Ok(_) => return Err(edit_error(EditError::Exists { path: shown })),
+                Err(FileError::Path { reason, .. }) if reason == "not a regular file" => {
+                    return Err(edit_error(EditError::Exists { path: shown }))
+                }
+                Err(FileError::Path { .. }) => {}
+                Err(e) => return Err(file_error(e)),
+            }
+            let options = WriteOptions { make_dirs: true, ..WriteOptions::default() };
+            shell.write_file(&call.path, text.into_bytes(), options, timeout).await.map_err(file_error)?;
+            edit::created(&shown)
+        }
+        EditCommand::StrReplace | EditCommand::Insert => {
+            let read = shell.read_file(&call.path, 0, None, max, timeout).await.map_err(file_error)?;
+            let edited = match call.command {
+                EditCommand::StrReplace => {
+                    let old = required(call.old_str, "old_str")?;
+                    edit::str_replace(&shown, &read.bytes, &old, call.new_str.as_deref().unwrap_or(""))
+                }
+                _ => {
+                    let line = call.insert_line.ok_or_else(|| Error::param("insert_line", "required by insert"))?;
+                    edit::insert(&shown, &read.bytes, line, &required(call.new_str, "new_str")?)
+                }
+            }
+            .map_err(edit_error)?;
+            check_file_size("new_str", edited.content.len(), max)?;
+            shell.write_file(&call.path, edited.content, WriteOptions::default(), timeout).await.map_err(file_error)?;
+            session.history.record(&shown, read.bytes);
+            edited.message
+        }
+        EditCommand::UndoEdit => {
+            let before = session.history.undo(&shown).map_err(edit_error)?;
+            let message = edit::undone(&shown, &before);
+            let shell = session.shell().await?;
+            shell.write_file(&call.path, before, WriteOptions::default(), timeout).await.map_err(file_error)?;
+            message
+        }
+    };
+    Ok(json!({"output": clip(message, limit), "path": shown}))
+}
+
+/// `text` cut to `limit` bytes (at a character boundary), saying so.
+fn clip(mut text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut cut = limit.saturating_sub(CLIPPED.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(CLIPPED);
+    text
 }
 
 /// How long applying a session's `cwd` and `env` to a pooled shell may take.

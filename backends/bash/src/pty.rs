@@ -336,7 +336,7 @@ fn spawn_on(
 }
 
 /// Registers a descriptor with the runtime's reactor.
-fn register(fd: OwnedFd, interest: Interest) -> std::io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn register(fd: OwnedFd, interest: Interest) -> std::io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: the AsyncFd owns `fd`, which nothing else closes or replaces while registered.
     unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)
 }
@@ -392,7 +392,7 @@ pub(crate) fn make_dir(dir: &Path) -> std::io::Result<()> {
 /// the directory's owner), and opens its reading end, which does not wait for a writer; and a
 /// writing end, never written, so that reading never sees an end of file before the shell has
 /// opened the pipe (nor after it died: the reader stops with the terminal).
-fn records_pipe(dir: &Path, path: &Path) -> std::io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn records_pipe(dir: &Path, path: &Path) -> std::io::Result<(OwnedFd, OwnedFd)> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
