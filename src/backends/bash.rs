@@ -551,6 +551,7 @@ impl SessionConfig {
 /// The jail a config's isolation keys describe (`isolation`, `network`, `writable`, the limits,
 /// `work_root`, `uid_*`, read and checked as a bash session's are), or none: for another backend
 /// whose processes run in the same kind of jail (mcp).
+#[cfg(feature = "mcp")]
 pub(crate) fn jail_config(config: &Map<String, Value>) -> Result<Option<JailConfig>> {
     let config = SessionConfig::parse(config)?;
     if let Some(jail) = &config.jail {
@@ -560,6 +561,7 @@ pub(crate) fn jail_config(config: &Map<String, Value>) -> Result<Option<JailConf
 }
 
 /// The keys of a config that describe a jail (see [`jail_config`]).
+#[cfg(feature = "mcp")]
 pub(crate) const JAIL_KEYS: &[&str] = &[
     "isolation",
     "network",
