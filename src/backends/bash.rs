@@ -1,5 +1,7 @@
-//! The `bash` adapter: `bash:run`, `bash:write`, `bash:interrupt` (docs/backends.md, bash) and the
-//! hidden `bash:info` (the shell's pid, isolation and limits), over [`agentflow_bash::Shell`].
+//! The `bash` adapter: `bash:run`, `bash:write`, `bash:interrupt`, the file tools
+//! `bash:read_file`, `bash:write_file`, `bash:list_dir` and `bash:edit` (docs/backends.md, bash)
+//! and the hidden `bash:info` (the shell's pid, isolation and limits), over
+//! [`agentflow_bash::Shell`] and its [`edit`] module.
 //!
 //! It owns the translation: session config (backend defaults merged with the session's) into a
 //! [`ShellConfig`], JSON parameters into shell calls, each [`Outcome`] into the tool's `data`, and
@@ -15,6 +17,7 @@
 //! | `shell` | string | `/bin/bash` | the bash to run |
 //! | `timeout` | seconds | 30 | a command's timeout when `bash:run` gives none |
 //! | `max_output_bytes` | integer ≥ 1024 | 131072 | output kept per answer (head and tail) |
+//! | `max_file_bytes` | integer ≥ 1 | 10485760 | the most a file tool reads or writes in one call |
 //! | `rows`, `cols` | integer | 50, 200 | the terminal's size |
 //! | `isolation` | `"none"` or `"bwrap"` | `"none"` | `"bwrap"`: the shell runs in a [`Jail`] |
 //!
@@ -787,9 +790,9 @@ impl Backend for BashBackend {
     /// [`adopt`]: Backend::adopt
     fn pool_serves(&self, config: &Map<String, Value>) -> bool {
         let keys: &[&str] = if self.floor.jail.is_some() {
-            &["env", "timeout", "share_desktop"]
+            &["env", "timeout", "share_desktop", "max_file_bytes"]
         } else {
-            &["cwd", "env", "timeout", "share_desktop"]
+            &["cwd", "env", "timeout", "share_desktop", "max_file_bytes"]
         };
         let exportable = |name: &str| {
             let mut chars = name.chars();
