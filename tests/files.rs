@@ -339,6 +339,10 @@ async fn a_jailed_session_reads_and_writes_only_what_its_jail_may() {
         assert_eq!(field, "path");
         assert!(message.contains("Permission denied"), "{path}: {message}");
     }
+    // Root's own home, which the jail's uid may not list.
+    let (field, message) = refused(&engine, "jf", "list_dir", json!({"path": "/root"})).await;
+    assert_eq!(field, "path");
+    assert!(message.contains("Permission denied"), "{message}");
     // Writing outside the work directory: the host's file system is read-only in the jail,
     // through a symlink too, and nothing changes on the host.
     command_ok(&engine, "jf", &format!("ln -s {} out", outside.display())).await;
