@@ -58,6 +58,8 @@ pub mod tool;
 pub mod client;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "mcp-server")]
+pub mod mcp_server;
 
 pub use backend::{Backend, CallContext, Scope, SessionState, SharedDesktop};
 pub use config::Config;

@@ -1,5 +1,6 @@
 //! The `agentflow-sandbox` binary: `agentflow-sandbox serve [--config FILE] [--host H] [--port P]
-//! [--log-format text|json]`.
+//! [--log-format text|json]`, and `agentflow-sandbox mcp [--config FILE]` (the engine as an MCP
+//! server on stdio).
 //!
 //! Reads the config (or the defaults: bash, vm and rag on 127.0.0.1:18890), builds the engine,
 //! serves it over HTTP until `/shutdown`, SIGINT or SIGTERM, then destroys every session, stops
@@ -29,6 +30,19 @@ enum Command {
     /// `RUST_LOG=agentflow_sandbox=debug` adds a line per tool call).
     #[command(display_name = "agentflow-sandbox")]
     Serve(Args),
+    /// Serve the engine as an MCP server on stdin and stdout (one client, one worker) until the
+    /// client closes stdin; its sessions are then destroyed. Logs go to stderr.
+    Mcp(McpArgs),
+}
+
+#[derive(clap::Args)]
+struct McpArgs {
+    /// The JSON config file (default: built-in defaults: bash, vm and rag).
+    #[arg(short, long, value_name = "FILE", env = "AGENTFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// How log lines look.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(clap::Args)]
@@ -133,9 +147,34 @@ fn unjailed_warning(host: &str, config: &Config) -> Option<String> {
     ))
 }
 
+/// `agentflow-sandbox mcp`: the engine over MCP on stdio, then every session destroyed.
+async fn run_mcp(args: McpArgs) -> Result<(), String> {
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    let engine = config.engine().map_err(|e| e.to_string())?;
+    info!(
+        "agentflow-sandbox {} serving MCP on stdio (backends: {})",
+        env!("CARGO_PKG_VERSION"),
+        engine.backend_names().join(", ")
+    );
+    // A client that stops the server with SIGTERM (as some do after closing stdin) still gets
+    // every session destroyed.
+    let served = tokio::select! {
+        served = agentflow_sandbox::mcp_server::serve_stdio(engine.clone()) => served,
+        _ = terminated() => Ok(()),
+    };
+    engine.shutdown(false, true).await;
+    served
+}
+
 fn main() -> ExitCode {
-    let Command::Serve(args) = Cli::parse().command;
-    init_logging(args.log_format);
+    let command = Cli::parse().command;
+    init_logging(match &command {
+        Command::Serve(args) => args.log_format,
+        Command::Mcp(args) => args.log_format,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -143,7 +182,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let done = match command {
+        Command::Serve(args) => runtime.block_on(run(args)),
+        Command::Mcp(args) => runtime.block_on(run_mcp(args)),
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             error!("{msg}");

@@ -13,6 +13,7 @@ mod client;
 mod desktop;
 #[cfg(feature = "bash")]
 mod faults;
+#[cfg(feature = "bash")]
 mod files;
 #[cfg(feature = "http")]
 mod http;
@@ -22,6 +23,8 @@ mod jail;
 mod load;
 #[cfg(feature = "mcp")]
 mod mcp;
+#[cfg(all(feature = "http", feature = "bash", feature = "vm", feature = "rag"))]
+mod mcp_server;
 #[cfg(feature = "rag")]
 mod rag;
 #[cfg(feature = "bash")]

@@ -247,7 +247,13 @@ pub fn router_with(engine: Engine, options: Options) -> (Router, watch::Receiver
         .route("/lifecycle/heartbeat", post(compat::heartbeat).get(compat::heartbeat))
         .route("/lifecycle/status", post(compat::lifecycle_status).get(compat::lifecycle_status))
         .route("/worker/disconnect", post(compat::disconnect));
+    // MCP clients: DNS-rebinding protection (the Host header) unless an API key guards the port.
+    let hosts = match &state.options.api_key {
+        Some(_) => Vec::new(),
+        None => ["localhost", "127.0.0.1", "::1", "[::1]"].map(str::to_owned).to_vec(),
+    };
     let router = routes
+        .nest_service("/mcp", crate::mcp_server::http_service(state.engine.clone(), hosts))
         .nest("/api/v1", v1)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
