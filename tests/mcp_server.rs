@@ -16,12 +16,16 @@ use crate::common::{eventually, in_process_table, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentflow-sandbox");
 
+/// Where `tests/mcp/install.sh` put the MCP clients.
+fn clients() -> PathBuf {
+    std::env::var_os("AGENTFLOW_MCP_SERVERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/mcp-servers"))
+}
+
 /// The Python of the venv that has the `mcp` SDK.
 fn python() -> PathBuf {
-    let dir = std::env::var_os("AGENTFLOW_MCP_SERVERS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/mcp-servers"));
-    let python = dir.join("venv/bin/python");
+    let python = clients().join("venv/bin/python");
     assert!(python.exists(), "{} is missing: run tests/mcp/install.sh (.ci/test does)", python.display());
     python
 }
@@ -159,5 +163,35 @@ async fn an_mcp_client_over_http_is_one_worker_behind_the_api_key() {
     assert_ne!(again["bash_pid"], seen["bash_pid"]);
     let _ = Command::new("kill").arg(server.id().to_string()).status();
     let _ = server.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The MCP Inspector's command-line mode (npm), a client of another SDK (TypeScript), lists the
+/// tools over stdio and runs one.
+#[tokio::test]
+async fn the_mcp_inspector_lists_the_tools_and_runs_one() {
+    let inspector = clients().join("node_modules/.bin/mcp-inspector");
+    assert!(inspector.exists(), "{} is missing: run tests/mcp/install.sh (.ci/test does)", inspector.display());
+    let dir = temp_dir("mcp-server-inspector");
+    let config = write_config(&dir, json!({}));
+    let env = format!("AGENTFLOW_CONFIG={}", config.display());
+    let inspect = |extra: &[&str]| -> Value {
+        let out = Command::new(&inspector).args(["--cli", "-e", &env, BIN, "mcp"]).args(extra).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "the inspector failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    };
+    let listed = inspect(&["--method", "tools/list"]);
+    let names: Vec<&str> = listed["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(
+        names.contains(&"bash_run") && names.contains(&"vm_screenshot") && names.contains(&"rag_search"),
+        "{names:?}"
+    );
+    let run = listed["tools"].as_array().unwrap().iter().find(|t| t["name"] == "bash_run").unwrap();
+    assert_eq!(run["inputSchema"]["required"], json!(["command"]));
+    let called =
+        inspect(&["--method", "tools/call", "--tool-name", "bash_run", "--tool-arg", "command=echo $((6 * 7))"]);
+    assert_eq!(called["content"][0]["text"], json!("42\n"), "{called}");
+    assert_eq!(called["structuredContent"]["exit_code"], json!(0));
     let _ = std::fs::remove_dir_all(dir);
 }
