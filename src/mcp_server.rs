@@ -51,13 +51,15 @@ pub struct McpServer {
     opened: Arc<Mutex<HashMap<String, HashSet<String>>>>,
     /// The workers this connection has used, destroyed when it ends.
     used: Arc<Mutex<HashSet<String>>>,
+    /// MCP tool names to the engine's, as last listed.
+    names: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl McpServer {
     /// A connection's server: a worker of `engine` with a fresh id.
     pub fn new(engine: Engine) -> McpServer {
         let worker = format!("mcp-{}-{}-{:08x}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), random());
-        McpServer { engine, worker: worker.into(), opened: Arc::default(), used: Arc::default() }
+        McpServer { engine, worker: worker.into(), opened: Arc::default(), used: Arc::default(), names: Arc::default() }
     }
 
     /// The worker id of this connection.
@@ -179,7 +181,9 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.tools().0))
+        let (tools, names) = self.tools();
+        *self.names.lock() = names;
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     async fn call_tool(
@@ -187,14 +191,20 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let (_, names) = self.tools();
-        let Some(tool) = names.get(request.name.as_ref()) else {
+        // The names as last listed; listed again for one not known (a backend warmed up since).
+        let mut tool = self.names.lock().get(request.name.as_ref()).cloned();
+        if tool.is_none() {
+            let (_, names) = self.tools();
+            tool = names.get(request.name.as_ref()).cloned();
+            *self.names.lock() = names;
+        }
+        let Some(tool) = tool else {
             let text = format!("error 1001: no tool named {}", request.name);
             return Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into());
         };
         let worker = named_worker(&context).unwrap_or_else(|| self.worker.to_string());
         let params = Value::Object(request.arguments.unwrap_or_default());
-        Ok(result(self.run(&worker, tool, params).await).into())
+        Ok(result(self.run(&worker, &tool, params).await).into())
     }
 }
 
@@ -214,7 +224,7 @@ fn named_worker(_context: &RequestContext<RoleServer>) -> Option<String> {
 /// then destroys the connection's sessions.
 pub async fn serve_stdio(engine: Engine) -> Result<(), String> {
     let server = McpServer::new(engine);
-    let running = server.clone().serve(rmcp::transport::stdio()).await.map_err(|e| e.to_string())?;
+    let running = server.clone().serve(rmcp::transport::stdio_pipes()).await.map_err(|e| e.to_string())?;
     let ended = running.waiting().await;
     server.end().await;
     ended.map(|_| ()).map_err(|e| e.to_string())
