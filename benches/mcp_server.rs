@@ -1,7 +1,7 @@
 //! The engine as an MCP server, from a Rust MCP client (`rmcp`'s): `bash_run` of `true` on a live
 //! session over MCP stdio (`agentflow-sandbox mcp`; target p50 under 0.3 ms), beside the same call
-//! over HTTP `/execute` of `agentflow-sandbox serve` from the crate's own client, in the same
-//! run. Both servers are the release binary, bash only. Besides criterion's estimates, each
+//! over HTTP `/execute` of `agentflow-sandbox serve` from the crate's own client, and in-process
+//! (`Engine::execute`: what the transports add), in the same run. Both servers are the release binary, bash only. Besides criterion's estimates, each
 //! prints its p10/p50/p90 over every iteration it ran.
 //!
 //! Run: `cargo bench --features http,client --bench mcp_server`.
@@ -72,9 +72,18 @@ fn main() {
         client
     });
 
+    // The same call in-process, for what the transports add.
+    let engine = rt.block_on(async {
+        let backend = agentflow_sandbox::backends::bash::BashBackend::new(serde_json::Map::new()).unwrap();
+        let engine = agentflow_sandbox::Engine::builder().backend(std::sync::Arc::new(backend)).build().unwrap();
+        let request = serde_json::from_value(json!({"worker_id": "bench", "resource_type": "bash"})).unwrap();
+        assert_eq!(engine.create_session(request).await.code, 0);
+        engine
+    });
+
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("mcp_server");
-    let (mut over_mcp, mut over_http) = (Vec::new(), Vec::new());
+    let (mut over_mcp, mut over_http, mut in_process) = (Vec::new(), Vec::new(), Vec::new());
     group.bench_function("stdio_bash_run_true", |b| {
         b.iter(|| {
             let start = Instant::now();
@@ -91,9 +100,19 @@ fn main() {
             assert_eq!(e.code, 0);
         })
     });
+    group.bench_function("in_process_bash_run_true", |b| {
+        b.iter(|| {
+            let start = Instant::now();
+            let e = rt.block_on(engine.execute("bench", "bash:run", json!({"command": "true"})));
+            in_process.push(start.elapsed());
+            assert_eq!(e.code, 0);
+        })
+    });
     group.finish();
     report("mcp_server/stdio_bash_run_true", &mut over_mcp);
     report("mcp_server/execute_bash_run_true", &mut over_http);
+    report("mcp_server/in_process_bash_run_true", &mut in_process);
+    rt.block_on(engine.shutdown(false, true));
     c.final_summary();
     drop(mcp);
     let _ = server.kill();

@@ -111,12 +111,7 @@ impl McpServer {
                 }
             }
         }
-        let request: Result<ExecuteRequest, _> =
-            serde_json::from_value(json!({"worker_id": worker, "action": tool, "params": params}));
-        match request {
-            Ok(request) => self.engine.execute_request(request).await,
-            Err(e) => Envelope::error(&crate::Error::param("params", e.to_string())),
-        }
+        self.engine.execute_request(ExecuteRequest::new(worker, tool, params)).await
     }
 }
 
