@@ -512,7 +512,8 @@ async fn run(args: &Args, url: &str, server: Option<&mut Server>, report: &mut R
         let started = Instant::now();
         let mut idle = None;
         while started.elapsed() < Duration::from_secs(30) {
-            idle = client.request_json("GET", "/ready", None).await.ok().and_then(|(_, v)| v["pooled_sessions"].as_u64());
+            idle =
+                client.request_json("GET", "/ready", None).await.ok().and_then(|(_, v)| v["pooled_sessions"].as_u64());
             if idle.is_some_and(|i| i as usize >= size) {
                 break;
             }

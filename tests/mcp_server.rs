@@ -91,6 +91,13 @@ fn processes(seen: &Value) -> Vec<i32> {
     pids
 }
 
+/// Waits for every one of `pids` to leave the process table.
+async fn all_gone(pids: Vec<i32>) {
+    let gone = eventually(Duration::from_secs(10), || pids.iter().all(|&p| !in_process_table(p))).await;
+    let left: Vec<&i32> = pids.iter().filter(|&&p| in_process_table(p)).collect();
+    assert!(gone, "processes outlived the connection: {left:?}");
+}
+
 #[tokio::test]
 async fn an_mcp_client_over_stdio_keeps_state_sees_the_desktop_and_leaves_nothing() {
     let dir = temp_dir("mcp-server-stdio");
@@ -98,13 +105,7 @@ async fn an_mcp_client_over_stdio_keeps_state_sees_the_desktop_and_leaves_nothin
     let seen = run_client(&["stdio", BIN, config.to_str().unwrap()]);
     check(&seen);
     // The client closed the server's stdin: the server destroyed the sessions and exited.
-    let pids = processes(&seen);
-    let gone = eventually(Duration::from_secs(10), || pids.iter().all(|&p| !in_process_table(p))).await;
-    assert!(
-        gone,
-        "processes outlived the connection: {:?}",
-        pids.iter().filter(|&&p| in_process_table(p)).collect::<Vec<_>>()
-    );
+    all_gone(processes(&seen)).await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -150,13 +151,7 @@ async fn an_mcp_client_over_http_is_one_worker_behind_the_api_key() {
     check(&seen);
     // The client deleted its MCP session: its worker's shell and desktop are gone, the server
     // is still up.
-    let pids = processes(&seen);
-    let gone = eventually(Duration::from_secs(10), || pids.iter().all(|&p| !in_process_table(p))).await;
-    assert!(
-        gone,
-        "processes outlived the connection: {:?}",
-        pids.iter().filter(|&&p| in_process_table(p)).collect::<Vec<_>>()
-    );
+    all_gone(processes(&seen)).await;
     assert!(server.try_wait().unwrap().is_none(), "the server died");
     // A second connection is another worker, with a shell of its own.
     let again = run_client(&["http", &url, "mcp-key"]);

@@ -16,14 +16,13 @@
 //! It knows nothing of the editor ([`crate::edit`]) or of JSON: the adapter composes them.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::command::nonce;
-use crate::pty::{records_pipe, register};
+use crate::pty::{read_into, records_pipe, register};
 use crate::shell::{OnTimeout, Outcome, Shell};
 use crate::Error;
 
@@ -361,7 +360,7 @@ impl Shell {
                     outcome = &mut run => break outcome,
                     ready = read.readable(), if !eof => {
                         let Ok(mut ready) = ready else { eof = true; continue };
-                        match ready.try_io(|fd| read_some(fd.get_ref(), &mut chunk)) {
+                        match ready.try_io(|fd| read_into(fd.get_ref(), &mut chunk)) {
                             Ok(Ok(0)) => eof = true,
                             Ok(Ok(n)) => keep(&mut bytes, &chunk[..n], cap),
                             Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -375,7 +374,7 @@ impl Shell {
         // What the command wrote before it ended is in the pipe.
         drop(write);
         while !eof {
-            match read_some(read.get_ref(), &mut chunk) {
+            match read_into(read.get_ref(), &mut chunk) {
                 Ok(n) if n > 0 => keep(&mut bytes, &chunk[..n], cap),
                 _ => eof = true,
             }
@@ -399,15 +398,6 @@ fn finished(outcome: Outcome) -> Result<Outcome, FileError> {
 fn keep(bytes: &mut Vec<u8>, chunk: &[u8], cap: u64) {
     let room = (cap.saturating_add(1) as usize).saturating_sub(bytes.len());
     bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-}
-
-fn read_some(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
-    // SAFETY: reads into a live buffer of the given length from an open descriptor.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(n as usize)
 }
 
 /// `stat -L -c '%s %a %F'` as the jailed command printed it (its last line), or the error it

@@ -578,7 +578,7 @@ async fn pump(pid: i32, mut pipes: Pipes, mut stop: oneshot::Receiver<()>, share
 }
 
 /// One `read` into `buf`.
-fn read_into(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(crate) fn read_into(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
     // SAFETY: reads into a live buffer of the given length from an open descriptor.
     let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
