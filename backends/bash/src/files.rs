@@ -200,14 +200,15 @@ impl Shell {
             return crate::blocking(move || read_here(&path, offset, length, cap)).await?;
         }
         // The whole file's size, mode and kind, then the bytes asked for (at most cap + 1, to
-        // tell a file that grew past the cap), through the FIFO.
+        // tell a file that grew past the cap), through the FIFO. `tail` failing fails the read;
+        // `tail` cut off by SIGPIPE (141) once `head` has what it needs does not.
         let want = length.unwrap_or(u64::MAX).min(cap.saturating_add(1));
         let p = quote(path.as_os_str());
         let script = |fifo: &str| {
             format!(
                 "(set -o pipefail; command stat -L -c '%s %a %F' -- {p} && \
                  {{ [ ! -d {p} ] || exit 0; }} && \
-                 command tail -c +{} -- {p} | command head -c {want} > {fifo})",
+                 {{ command tail -c +{} -- {p} || [ $? -eq 141 ]; }} | command head -c {want} > {fifo})",
                 offset.saturating_add(1)
             )
         };
