@@ -10,6 +10,11 @@
 //! processes, CPU time, file size and disk). A plain shell can be tracked by a [`Cgroup`], so
 //! that what it started is found and killed even after leaving its process tree.
 //!
+//! Files are read, written and listed in the shell's own view of the file system
+//! (`Shell::read_file`, `write_file`, `list_dir`: directly for a plain shell, as commands inside
+//! a jail for a jailed one), and the `edit` module is the editor coding agents call, as pure
+//! functions over a file's bytes.
+//!
 //! This crate owns the shell process, its terminal and its process tree, but no thread per
 //! shell: a shell is served by one task on the caller's tokio runtime, and the blocking work
 //! (spawns, kills, file-system work) runs on a pool of at most [`MAX_BLOCKING`] threads
